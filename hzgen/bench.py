@@ -1,0 +1,876 @@
+"""``hzgen bench``: run the allocator benchmark suite.
+
+Compiles the C workloads in ``bench/`` (into ``build/bench/``), builds the
+given specs into LD_PRELOAD libraries, and runs every workload variant under
+every allocator (the specs plus peer allocators: glibc, mimalloc, jemalloc,
+tcmalloc), alternating allocators run by run (A B C A B C ...).  Reports the
+median ops/s, the median of the paired ratios to a baseline allocator, peak
+RSS, and, where ``perf`` can count instructions, instructions per
+malloc+free pair for the ``tiny`` workloads.
+
+Entry points for the CLI: :func:`add_arguments` and :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = REPO_ROOT / "bench"
+BUILD_DIR = REPO_ROOT / "build" / "bench"
+DEFAULT_SPEC = REPO_ROOT / "specs" / "default.yaml"
+TIME_TOOL = "/usr/bin/time"
+CFLAGS = ["-O2", "-pthread"]
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+
+
+class BenchError(Exception):
+    """An error reported to the user as one line on stderr (no traceback)."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+# --------------------------------------------------------------------------
+# Workloads
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # e.g. "tiny16"
+    program: str  # executable built from bench/<program>.c
+    args: tuple[str, ...] = ()
+    pair_factor: int = 1  # runs per allocator = pairs * pair_factor
+    spread: bool = False  # report min..max of the paired ratio in the table
+    instructions: bool = False  # count instructions per malloc+free pair
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("tiny16", "tiny", ("-z", "16"), instructions=True),
+    Variant("tiny32", "tiny", ("-z", "32"), instructions=True),
+    Variant("tiny64", "tiny", ("-z", "64"), instructions=True),
+    Variant("tiny256", "tiny", ("-z", "256"), instructions=True),
+    Variant("mixed", "mixed"),
+    Variant("larson1", "larson", ("-t", "1")),
+    Variant("larson2", "larson", ("-t", "2")),
+    Variant("larson4", "larson", ("-t", "4")),
+    Variant("prodcons2", "prodcons", ("-t", "2"), pair_factor=2, spread=True),
+    Variant("prodcons4", "prodcons", ("-t", "4"), pair_factor=2, spread=True),
+    Variant("midsize2", "midsize", ("-t", "2")),
+    Variant("realloc", "realloc"),
+    Variant("scratch2", "scratch", ("-t", "2")),
+    Variant("churn", "churn"),
+    Variant("footprint", "footprint"),
+)
+VARIANT_BY_NAME = {v.name: v for v in VARIANTS}
+
+# Pairs per instruction measurement run: N and 2N (multiples of 128).
+INSTR_PAIRS = 262144
+
+
+def select_variants(spec: Optional[str]) -> list[Variant]:
+    """Variants named in a comma list; a program name (``tiny``, ``larson``)
+    selects all of its variants.  None or empty selects everything."""
+    if spec is None or not spec.strip():
+        return list(VARIANTS)
+    chosen: list[Variant] = []
+    for raw in spec.split(","):
+        name = raw.strip()
+        if not name:
+            continue
+        if name in ("all", "*"):
+            matches = list(VARIANTS)
+        elif name in VARIANT_BY_NAME:
+            matches = [VARIANT_BY_NAME[name]]
+        else:
+            matches = [v for v in VARIANTS if v.program == name]
+        if not matches:
+            known = ", ".join(v.name for v in VARIANTS)
+            raise BenchError(f"unknown workload {name!r} (known: {known})")
+        for v in matches:
+            if v not in chosen:
+                chosen.append(v)
+    if not chosen:
+        raise BenchError("no workloads selected")
+    return chosen
+
+
+# --------------------------------------------------------------------------
+# Allocators
+
+
+@dataclass
+class Allocator:
+    name: str
+    kind: str  # "spec" or "peer"
+    preload: Optional[Path]  # None: no LD_PRELOAD (the C library's malloc)
+    source: Optional[str] = None  # spec file, for specs
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "preload": str(self.preload) if self.preload else None,
+            "source": self.source,
+        }
+
+
+PEER_LIBS: dict[str, tuple[str, ...]] = {
+    "glibc": (),
+    "mimalloc": ("libmimalloc.so.2", "libmimalloc.so"),
+    "jemalloc": ("libjemalloc.so.2", "libjemalloc.so"),
+    "tcmalloc": ("libtcmalloc_minimal.so.4", "libtcmalloc_minimal.so", "libtcmalloc.so.4"),
+}
+PEER_PACKAGES = {
+    "mimalloc": "libmimalloc2.0",
+    "jemalloc": "libjemalloc2",
+    "tcmalloc": "libtcmalloc-minimal4",
+}
+DEFAULT_PEERS = "glibc,mimalloc,jemalloc,tcmalloc"
+
+
+def multiarch() -> str:
+    """The Debian multiarch triplet of this machine (e.g. x86_64-linux-gnu)."""
+    import sysconfig
+
+    ma = sysconfig.get_config_var("MULTIARCH")
+    if ma:
+        return str(ma)
+    for cmd in (["dpkg-architecture", "-qDEB_HOST_MULTIARCH"], ["gcc", "-print-multiarch"]):
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if out:
+            return out
+    machine = platform.machine()
+    return {"arm64": "aarch64"}.get(machine, machine) + "-linux-gnu"
+
+
+def lib_dirs() -> list[Path]:
+    ma = multiarch()
+    dirs = [f"/usr/lib/{ma}", f"/lib/{ma}", f"/usr/local/lib/{ma}", "/usr/local/lib",
+            "/usr/lib64", "/lib64", "/usr/lib", "/lib"]
+    return [Path(d) for d in dirs]
+
+
+def find_peer(name: str) -> Optional[Path]:
+    for d in lib_dirs():
+        for lib in PEER_LIBS[name]:
+            p = d / lib
+            if p.exists():
+                return p.resolve()
+    return None
+
+
+def parse_peer_list(spec: Optional[str]) -> list[str]:
+    if spec is None:
+        spec = DEFAULT_PEERS
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if names in (["none"], ["-"]):
+        return []
+    out: list[str] = []
+    for n in names:
+        if n not in PEER_LIBS:
+            raise BenchError(f"unknown peer {n!r} (known: {', '.join(PEER_LIBS)}, or 'none')")
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def resolve_peers(names: list[str]) -> list[Allocator]:
+    peers = []
+    for n in names:
+        if n == "glibc":
+            peers.append(Allocator("glibc", "peer", None))
+            continue
+        path = find_peer(n)
+        if path is None:
+            print(f"hzgen bench: {n} not found in {', '.join(str(d) for d in lib_dirs()[:2])}; "
+                  f"skipping it (install it with: apt-get install {PEER_PACKAGES[n]})",
+                  file=sys.stderr)
+            continue
+        peers.append(Allocator(n, "peer", path))
+    return peers
+
+
+def load_build_spec() -> Callable[[Any], Any]:
+    try:
+        from hzgen.pipeline import build_spec  # type: ignore
+    except ImportError as e:
+        raise BenchError(f"cannot build specs: hzgen.pipeline is not available ({e})", EXIT_FAIL)
+    return build_spec
+
+
+def build_specs(paths: list[Path], build_spec: Callable[[Any], Any], taken: set[str]) -> list[Allocator]:
+    out = []
+    for path in paths:
+        try:
+            built = build_spec(path)
+        except BenchError:
+            raise
+        except Exception as e:  # report any build failure as one clear line
+            raise BenchError(f"building spec {path} failed: {type(e).__name__}: {e}", EXIT_FAIL)
+        name = str(getattr(built, "name", None) or path.stem)
+        override = getattr(built, "override", None)
+        preload = None
+        if override is not None:
+            preload = Path(override).resolve()
+            if not preload.exists():
+                raise BenchError(f"spec {path}: built library {preload} does not exist", EXIT_FAIL)
+        unique, k = name, 2
+        while unique in taken:
+            unique = f"{name}#{k}"
+            k += 1
+        taken.add(unique)
+        out.append(Allocator(unique, "spec", preload, str(path)))
+    return out
+
+
+# --------------------------------------------------------------------------
+# Building the workloads
+
+
+def compile_workloads(programs: list[str], bench_dir: Path = BENCH_DIR,
+                      build_dir: Path = BUILD_DIR) -> dict[str, Path]:
+    """Compile bench/<program>.c to build/bench/<program> where the source
+    (or a header in bench/) is newer than the binary."""
+    if not bench_dir.is_dir():
+        raise BenchError(f"benchmark sources not found: {bench_dir} is missing "
+                         "(hzgen bench must run from a checkout of the hzgen repository)", EXIT_FAIL)
+    cc = shutil.which("cc")
+    if cc is None:
+        raise BenchError("no C compiler: 'cc' is not on PATH (apt-get install gcc)", EXIT_FAIL)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    headers = list(bench_dir.glob("*.h"))
+    newest_header = max((h.stat().st_mtime for h in headers), default=0.0)
+    env = _clean_env()
+    exes = {}
+    for prog in programs:
+        src = bench_dir / f"{prog}.c"
+        if not src.exists():
+            raise BenchError(f"benchmark source missing: {src}", EXIT_FAIL)
+        exe = build_dir / prog
+        newest = max(src.stat().st_mtime, newest_header)
+        if not exe.exists() or exe.stat().st_mtime < newest:
+            tmp = build_dir / f".{prog}.tmp{os.getpid()}"
+            cmd = [cc, *CFLAGS, "-o", str(tmp), str(src)]
+            res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if res.returncode != 0:
+                tmp.unlink(missing_ok=True)
+                raise BenchError(f"compiling {src} failed:\n{res.stderr.strip()}", EXIT_FAIL)
+            os.replace(tmp, exe)
+        exes[prog] = exe
+    return exes
+
+
+# --------------------------------------------------------------------------
+# Running
+
+
+def _clean_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    return env
+
+
+def _env_tool() -> str:
+    return shutil.which("env") or "/usr/bin/env"
+
+
+def workload_command(exe: Path, variant: Variant, alloc: Allocator, scale: float,
+                     extra: tuple[str, ...] = ()) -> list[str]:
+    """Command line of one run.  LD_PRELOAD is given to the workload only
+    (through env(1)), never to the driver or the measuring tools."""
+    cmd = [str(exe), *variant.args, *extra, "-s", repr(float(scale))]
+    if alloc.preload is not None:
+        cmd = [_env_tool(), f"LD_PRELOAD={alloc.preload}", *cmd]
+    return cmd
+
+
+def parse_result(stdout: str) -> Optional[dict[str, Any]]:
+    """The fields of the RESULT line, numbers converted; None if absent."""
+    for line in stdout.splitlines():
+        if line.startswith("RESULT "):
+            fields: dict[str, Any] = {}
+            for tok in line.split()[1:]:
+                if "=" not in tok:
+                    continue
+                k, v = tok.split("=", 1)
+                fields[k] = _number(v)
+            if isinstance(fields.get("ops_per_sec"), (int, float)):
+                return fields
+    return None
+
+
+def _number(v: str) -> Any:
+    try:
+        return int(v)
+    except ValueError:
+        pass
+    try:
+        f = float(v)
+        return f if math.isfinite(f) else v
+    except ValueError:
+        return v
+
+
+@dataclass
+class Proc:
+    returncode: int
+    stdout: str
+    stderr: str
+    maxrss_kb: Optional[int]
+    timed_out: bool
+
+
+def spawn(cmd: list[str], timeout: float, env: Optional[dict[str, str]] = None) -> Proc:
+    """Run cmd in its own process group, reap it with wait4 (so its peak
+    RSS is known), kill the whole group on timeout."""
+    env = _clean_env() if env is None else env
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                env=env, start_new_session=True)
+        timed_out = threading.Event()
+
+        def kill() -> None:
+            timed_out.set()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+        timer = threading.Timer(timeout, kill)
+        timer.daemon = True
+        timer.start()
+        try:
+            while True:
+                try:
+                    _, status, ru = os.wait4(proc.pid, 0)
+                    break
+                except InterruptedError:
+                    continue
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Proc(proc.returncode, out.read().decode(errors="replace"),
+                    err.read().decode(errors="replace"), int(ru.ru_maxrss), timed_out.is_set())
+
+
+def run_sample(exe: Path, variant: Variant, alloc: Allocator, scale: float, timeout: float,
+               use_time: bool) -> dict[str, Any]:
+    cmd = workload_command(exe, variant, alloc, scale)
+    rss_file = None
+    if use_time:
+        fd, rss_file = tempfile.mkstemp(prefix="hzgen-bench-rss-")
+        os.close(fd)
+        cmd = [TIME_TOOL, "-f", "%M", "-o", rss_file, *cmd]
+    try:
+        p = spawn(cmd, timeout)
+        rss = p.maxrss_kb
+        if rss_file is not None:
+            try:
+                lines = Path(rss_file).read_text().split()
+                rss = int(lines[-1]) if lines else None
+            except (OSError, ValueError):
+                rss = None
+    finally:
+        if rss_file is not None:
+            Path(rss_file).unlink(missing_ok=True)
+    sample: dict[str, Any] = {"ok": False, "rss_kb": rss, "returncode": p.returncode}
+    res = parse_result(p.stdout)
+    if p.timed_out:
+        sample["error"] = f"timed out after {timeout:g} s"
+    elif p.returncode != 0:
+        if p.returncode < 0:
+            why = f"killed by signal {-p.returncode}"
+        elif use_time and p.returncode > 128:  # time(1) reports a signal as 128+N
+            why = f"killed by signal {p.returncode - 128}"
+        else:
+            why = f"exit status {p.returncode}"
+        sample["error"] = f"{why}: {_tail(p.stderr)}"
+    elif res is None:
+        sample["error"] = f"no RESULT line in output: {_tail(p.stdout + p.stderr)}"
+    else:
+        sample["ok"] = True
+        sample["ops"] = res.get("ops")
+        sample["seconds"] = res.get("seconds")
+        sample["ops_per_sec"] = float(res["ops_per_sec"])
+        sample["fields"] = {k: v for k, v in res.items()
+                            if k not in ("name", "ops", "seconds", "ops_per_sec")}
+    return sample
+
+
+def _tail(text: str, n: int = 300) -> str:
+    text = " | ".join(line for line in text.strip().splitlines() if line.strip())
+    return text[-n:] if text else "(no output)"
+
+
+# perf ---------------------------------------------------------------------
+
+
+def parse_perf_csv(text: str) -> Optional[int]:
+    """The instruction count in ``perf stat -x,`` output, or None when perf
+    reports it as ``<not supported>`` / ``<not counted>`` or it is absent."""
+    for line in text.splitlines():
+        parts = line.split(",")
+        if len(parts) >= 3 and parts[2].split(":")[0] == "instructions":
+            try:
+                return int(float(parts[0]))
+            except ValueError:
+                return None
+    return None
+
+
+def _perf_run(cmd: list[str], event: str, timeout: float) -> Optional[tuple[int, Proc]]:
+    """Run cmd under ``perf stat``; (instructions, process) or None."""
+    perf = shutil.which("perf")
+    if perf is None:
+        return None
+    fd, out = tempfile.mkstemp(prefix="hzgen-bench-perf-")
+    os.close(fd)
+    try:
+        p = spawn([perf, "stat", "-x,", "-e", event, "-o", out, "--", *cmd], timeout)
+        if p.returncode != 0 or p.timed_out:
+            return None
+        n = parse_perf_csv(Path(out).read_text())
+        return None if n is None else (n, p)
+    except OSError:
+        return None
+    finally:
+        Path(out).unlink(missing_ok=True)
+
+
+def perf_instructions_event() -> Optional[str]:
+    """The perf event that counts instructions here, or None if perf cannot
+    (not installed, no PMU in a VM, forbidden by perf_event_paranoid): a
+    ``perf stat`` that exits 0 but prints ``<not supported>`` counts as not
+    working."""
+    true = shutil.which("true") or "/bin/true"
+    for event in ("instructions", "instructions:u"):
+        r = _perf_run([true], event, 30)
+        if r is not None and r[0] > 0:
+            return event
+    return None
+
+
+def instructions_per_pair(exe: Path, variant: Variant, alloc: Allocator, event: str,
+                          pairs: int, timeout: float) -> Optional[float]:
+    """(instructions(2N pairs) - instructions(N pairs)) / (ops(2N) - ops(N)):
+    start-up and tear-down cost cancel out."""
+    counts, ops = [], []
+    for n in (pairs, 2 * pairs):
+        cmd = workload_command(exe, variant, alloc, 1.0, ("-n", str(n)))
+        r = _perf_run(cmd, event, timeout)
+        if r is None:
+            return None
+        res = parse_result(r[1].stdout)
+        if res is None or not isinstance(res.get("ops"), int):
+            return None
+        counts.append(r[0])
+        ops.append(res["ops"])
+    if ops[1] <= ops[0]:
+        return None
+    return (counts[1] - counts[0]) / (ops[1] - ops[0])
+
+
+# progress -----------------------------------------------------------------
+
+
+class Progress:
+    def __init__(self, total: int):
+        self.total = total
+        self.done = 0
+        self.tty = sys.stderr.isatty()
+        self.bar = None
+        self.last_label = None
+        if self.tty:
+            try:
+                from tqdm import tqdm  # type: ignore
+
+                self.bar = tqdm(total=total, file=sys.stderr, unit="run", leave=False)
+            except ImportError:
+                self.bar = None
+
+    def step(self, label: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description(label)
+        elif self.tty:
+            msg = f"\r[{self.done + 1:>{len(str(self.total))}}/{self.total}] {label}"
+            sys.stderr.write(msg.ljust(60))
+            sys.stderr.flush()
+        else:
+            group = label.split()[0]
+            if group != self.last_label:
+                print(f"hzgen bench: [{self.done + 1}/{self.total}] {group}", file=sys.stderr)
+                self.last_label = group
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.tty:
+            sys.stderr.write("\r" + " " * 60 + "\r")
+            sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------
+# Statistics
+
+
+def _median(xs: list[float]) -> Optional[float]:
+    return statistics.median(xs) if xs else None
+
+
+def summarize(samples: dict[str, list[dict[str, Any]]], baseline: str) -> dict[str, Any]:
+    names = list(samples)
+    med_ops: dict[str, Optional[float]] = {}
+    med_ratio: dict[str, Optional[float]] = {}
+    rmin: dict[str, Optional[float]] = {}
+    rmax: dict[str, Optional[float]] = {}
+    rss: dict[str, Optional[float]] = {}
+    fields_med: dict[str, dict[str, float]] = {}
+    failures: dict[str, int] = {}
+    base = samples.get(baseline, [])
+    for a in names:
+        ok = [s for s in samples[a] if s["ok"]]
+        failures[a] = len(samples[a]) - len(ok)
+        med_ops[a] = _median([s["ops_per_sec"] for s in ok])
+        ratios = [s["ops_per_sec"] / b["ops_per_sec"]
+                  for s, b in zip(samples[a], base)
+                  if s["ok"] and b["ok"] and b["ops_per_sec"] > 0]
+        med_ratio[a] = _median(ratios)
+        rmin[a] = min(ratios) if ratios else None
+        rmax[a] = max(ratios) if ratios else None
+        rss[a] = _median([s["rss_kb"] for s in ok if isinstance(s.get("rss_kb"), int)])
+        keys: dict[str, list[float]] = {}
+        for s in ok:
+            for k, v in s.get("fields", {}).items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    keys.setdefault(k, []).append(v)
+        fields_med[a] = {k: statistics.median(v) for k, v in keys.items()}
+    return {
+        "median_ops_per_sec": med_ops,
+        "median_ratio": med_ratio,
+        "ratio_min": rmin,
+        "ratio_max": rmax,
+        "rss_peak_kb": rss,
+        "fields_median": fields_med,
+        "failures": failures,
+    }
+
+
+def geomean(xs: list[float]) -> Optional[float]:
+    xs = [x for x in xs if x and x > 0]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+# --------------------------------------------------------------------------
+# Report
+
+
+def _fmt_rate(x: Optional[float]) -> str:
+    if x is None:
+        return "FAIL"
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= div:
+            return f"{x / div:.2f}{suf}"
+    return f"{x:.1f}"
+
+
+def _fmt_kb(kb: Optional[float]) -> str:
+    if kb is None:
+        return "-"
+    return f"{kb / 1024:.1f} MiB"
+
+
+def render_table(result: dict[str, Any]) -> str:
+    baseline = result["meta"]["baseline"]
+    header = ["workload", "allocator", "ops/s", f"vs {baseline}", "spread", "peak RSS",
+              "instr/pair", "notes"]
+    rows: list[list[str]] = []
+    for wname, w in result["workloads"].items():
+        first = True
+        for a in result["meta"]["allocator_names"]:
+            ops = w["median_ops_per_sec"].get(a)
+            ratio = w["median_ratio"].get(a)
+            n = len(w["samples"][a])
+            fails = w["failures"][a]
+            ops_s = _fmt_rate(ops)
+            if fails and ops is not None:
+                ops_s += f" ({fails}/{n} failed)"
+            elif ops is None:
+                ops_s = f"FAIL ({fails}/{n})"
+            spread = ""
+            if w["spread"] and w["ratio_min"].get(a) is not None:
+                spread = f"{w['ratio_min'][a]:.2f}..{w['ratio_max'][a]:.2f}"
+            instr = ""
+            if w["instructions"]:
+                ipp = w["instructions_per_pair"].get(a)
+                instr = "n/a" if ipp is None else f"{ipp:.1f}"
+            notes = []
+            fm = w["fields_median"].get(a, {})
+            if "rss_after_free_kb" in fm:
+                notes.append(f"after-free {_fmt_kb(fm['rss_after_free_kb'])}")
+            if "rss_peak_kb" in fm and wname == "footprint":
+                notes.append(f"VmHWM {_fmt_kb(fm['rss_peak_kb'])}")
+            rows.append([wname if first else "", a, ops_s,
+                         "-" if ratio is None else f"{ratio:.2f}x", spread,
+                         _fmt_kb(w["rss_peak_kb"].get(a)), instr, ", ".join(notes)])
+            first = False
+    gm = result.get("geomean_ratio", {})
+    rows.append([""] * len(header))
+    for a in result["meta"]["allocator_names"]:
+        g = gm.get(a)
+        rows.append(["geomean" if a == result["meta"]["allocator_names"][0] else "", a, "",
+                     "-" if g is None else f"{g:.2f}x", "", "", "", ""])
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+
+    def line(r: list[str]) -> str:
+        cells = [c.rjust(widths[i]) if i in (2, 3, 4, 5, 6) else c.ljust(widths[i])
+                 for i, c in enumerate(r)]
+        return "  ".join(cells).rstrip()
+
+    out = [line(header), line(["-" * w for w in widths])]
+    out += [line(r) for r in rows]
+    meta = result["meta"]
+    out.append("")
+    out.append(f"median of {meta['pairs']} runs per allocator (prodcons: {2 * meta['pairs']}); "
+               f"ratio = median of paired ratios to {baseline}; "
+               f"peak RSS from {meta['rss_source']}; "
+               f"instr/pair: {'perf ' + meta['perf_event'] if meta['perf_event'] else 'n/a (perf cannot count instructions here)'}"
+               + (f"; scale {meta['scale']:g}" if meta["scale"] != 1.0 else ""))
+    return "\n".join(out)
+
+
+def write_plot(result: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise BenchError("--plot needs matplotlib, which is not installed "
+                         "(pip install matplotlib)", EXIT_FAIL)
+    names = result["meta"]["allocator_names"]
+    workloads = list(result["workloads"])
+    n = max(len(names), 1)
+    width = 0.8 / n
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.9 * len(workloads) + 2), 5))
+    for i, a in enumerate(names):
+        ys = [result["workloads"][w]["median_ratio"].get(a) or 0.0 for w in workloads]
+        xs = [j + (i - (n - 1) / 2) * width for j in range(len(workloads))]
+        ax.bar(xs, ys, width, label=a)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(workloads)))
+    ax.set_xticklabels(workloads, rotation=45, ha="right")
+    ax.set_ylabel(f"ops/s relative to {result['meta']['baseline']} (median)")
+    ax.set_title("hzgen bench (higher is better)")
+    ax.legend(fontsize="small", ncol=min(n, 5))
+    fig.tight_layout()
+    fig.savefig(str(path), format="png", dpi=100)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------
+# CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("specs", nargs="*", metavar="SPEC",
+                        help=f"allocator spec files to build and measure (default: "
+                             f"{DEFAULT_SPEC.relative_to(REPO_ROOT)})")
+    parser.add_argument("--peers", default=DEFAULT_PEERS, metavar="LIST",
+                        help=f"comma list of peer allocators, or 'none' (default: {DEFAULT_PEERS})")
+    parser.add_argument("--workloads", default=None, metavar="LIST",
+                        help="comma list of workloads (variant names such as tiny16, larson2, "
+                             "or program names such as tiny, larson); default: all: "
+                             + ", ".join(v.name for v in VARIANTS))
+    parser.add_argument("--pairs", type=int, default=5, metavar="N",
+                        help="runs per allocator and workload, alternating allocators "
+                             "(default: 5; prodcons runs 2N)")
+    parser.add_argument("--json", default=None, metavar="FILE",
+                        help="write raw samples and medians as JSON")
+    parser.add_argument("--plot", default=None, metavar="FILE",
+                        help="write a PNG bar chart of the ratios (needs matplotlib)")
+    parser.add_argument("--baseline", default=None, metavar="NAME",
+                        help="allocator the ratios are relative to (default: the first spec)")
+    # Hidden: shrink every workload (tests); per-run timeout in seconds.
+    parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
+    parser.add_argument("--timeout", type=float, default=600.0, help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace, *, build_spec: Optional[Callable[[Any], Any]] = None) -> int:
+    """Run the suite; returns the exit code (0 ok, 1 a run or build failed,
+    2 bad input).  ``build_spec`` replaces hzgen.pipeline.build_spec."""
+    try:
+        return _run(args, build_spec)
+    except BenchError as e:
+        print(f"hzgen bench: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print("\nhzgen bench: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, build_spec: Optional[Callable[[Any], Any]]) -> int:
+    # ---- validate input before doing anything expensive
+    variants = select_variants(getattr(args, "workloads", None))
+    peer_names = parse_peer_list(getattr(args, "peers", None))
+    pairs = getattr(args, "pairs", 5)
+    if pairs is None or pairs < 1:
+        raise BenchError("--pairs must be at least 1")
+    scale = float(getattr(args, "scale", 1.0) or 1.0)
+    if not (scale > 0 and math.isfinite(scale)):
+        raise BenchError("--scale must be a positive number")
+    timeout = float(getattr(args, "timeout", 600.0) or 600.0)
+    spec_paths = [Path(s) for s in (getattr(args, "specs", None) or [])] or [DEFAULT_SPEC]
+    for p in spec_paths:
+        if not p.is_file():
+            raise BenchError(f"spec not found: {p}")
+    json_path = Path(args.json) if getattr(args, "json", None) else None
+    plot_path = Path(args.plot) if getattr(args, "plot", None) else None
+    for p in (json_path, plot_path):
+        if p is not None and not p.resolve().parent.is_dir():
+            raise BenchError(f"cannot write {p}: directory {p.resolve().parent} does not exist")
+    if plot_path is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise BenchError("--plot needs matplotlib, which is not installed (pip install matplotlib)")
+
+    # ---- build
+    if build_spec is None:
+        build_spec = load_build_spec()
+    exes = compile_workloads(sorted({v.program for v in variants}))
+    peers = resolve_peers(peer_names)
+    specs = build_specs(spec_paths, build_spec, {p.name for p in peers} | set(PEER_LIBS))
+    allocators = specs + peers
+    names = [a.name for a in allocators]
+    baseline = getattr(args, "baseline", None) or names[0]
+    if baseline not in names:
+        hint = " (it is not installed)" if baseline in PEER_LIBS and baseline in peer_names else ""
+        raise BenchError(f"unknown baseline {baseline!r}{hint}; allocators: {', '.join(names)}")
+
+    use_time = os.access(TIME_TOOL, os.X_OK)
+    perf_event = perf_instructions_event() if any(v.instructions for v in variants) else None
+    instr_pairs = max(1024, int(INSTR_PAIRS * min(scale, 1.0)) // 128 * 128)
+
+    # ---- run
+    total = sum(pairs * v.pair_factor * len(allocators) for v in variants)
+    if perf_event:
+        total += sum(len(allocators) for v in variants if v.instructions)
+    progress = Progress(total)
+    workloads: dict[str, Any] = {}
+    any_failure = False
+    try:
+        for v in variants:
+            samples: dict[str, list[dict[str, Any]]] = {a.name: [] for a in allocators}
+            for i in range(pairs * v.pair_factor):
+                for a in allocators:
+                    progress.step(f"{v.name} {a.name}")
+                    s = run_sample(exes[v.program], v, a, scale, timeout, use_time)
+                    samples[a.name].append(s)
+                    if not s["ok"]:
+                        any_failure = True
+                        progress.close()
+                        print(f"hzgen bench: {v.name} under {a.name} failed: {s['error']}",
+                              file=sys.stderr)
+                    progress.advance()
+            ipp: dict[str, Optional[float]] = {}
+            if v.instructions:
+                for a in allocators:
+                    if perf_event:
+                        progress.step(f"{v.name} {a.name} (perf)")
+                        ipp[a.name] = instructions_per_pair(exes[v.program], v, a, perf_event,
+                                                            instr_pairs, timeout)
+                        progress.advance()
+                    else:
+                        ipp[a.name] = None
+            w = {
+                "program": v.program,
+                "args": list(v.args),
+                "runs": pairs * v.pair_factor,
+                "spread": v.spread,
+                "instructions": v.instructions,
+                "commands": {a.name: workload_command(exes[v.program], v, a, scale)
+                             for a in allocators},
+                "samples": samples,
+            }
+            w.update(summarize(samples, baseline))
+            w["instructions_per_pair"] = ipp
+            workloads[v.name] = w
+    finally:
+        progress.close()
+
+    result = {
+        "version": 1,
+        "meta": {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "host": platform.node(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "scale": scale,
+            "pairs": pairs,
+            "baseline": baseline,
+            "allocator_names": names,
+            "rss_source": "/usr/bin/time %M" if use_time else "wait4 ru_maxrss",
+            "perf_event": perf_event,
+            "instr_pairs": instr_pairs if perf_event else None,
+            "cflags": CFLAGS,
+        },
+        "allocators": [a.to_json() for a in allocators],
+        "workloads": workloads,
+    }
+    result["geomean_ratio"] = {
+        a: geomean([w["median_ratio"][a] for w in workloads.values()
+                    if w["median_ratio"].get(a) is not None])
+        for a in names
+    }
+
+    print(render_table(result))
+    sys.stdout.flush()
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=1, sort_keys=False) + "\n")
+    if plot_path is not None:
+        write_plot(result, plot_path)
+    if any_failure:
+        print("hzgen bench: some runs failed (see above)", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="hzgen bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

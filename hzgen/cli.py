@@ -1,0 +1,91 @@
+"""The `hzgen` command. Results go to stdout, progress and messages to stderr;
+bad input is a clear message and a non-zero exit, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from .build import BuildError
+from .spec import SpecError
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def cmd_build(args) -> int:
+    from .pipeline import build_spec
+    for spec in args.specs:
+        built = build_spec(spec, root=args.root)
+        _err(f"hzgen: built {built.name}: {built.generated}/ -> {built.override.parent}/")
+        print(built.prefixed)
+        print(built.override)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from .pipeline import load_model
+    for spec in args.specs:
+        m = load_model(spec)
+        print(f"{spec}: ok ({m.name}: {len(m.classes)} classes, "
+              f"{len(m.ranges)} tier range{'s' if len(m.ranges) > 1 else ''})")
+    return 0
+
+
+def cmd_classes(args) -> int:
+    from .pipeline import load_model
+    from .spec import fmt_size
+    m = load_model(args.spec)
+    print(f"# {m.name}: {len(m.classes)} classes, quantum {m.quantum}, small_max {m.small_max}, "
+          f"slab unit {fmt_size(m.slab)}, segment {fmt_size(m.segment)}")
+    print(f"{'class':>5} {'size':>7} {'slab':>8} {'blocks':>6} {'waste%':>7}  tiers")
+    for c in m.classes:
+        r = m.ranges[c.range_index]
+        print(f"{c.index:>5} {c.size:>7} {fmt_size(c.slab_bytes):>8} {c.blocks:>6} "
+              f"{c.waste_pct:>7.2f}  {' -> '.join(r.chain)}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hzgen", description="Allocator compiler: YAML spec -> C malloc.")
+    p.add_argument("--version", action="version", version=f"hzgen {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    b = sub.add_parser("build", help="validate, render generated/<name>/, compile build/<name>/")
+    b.add_argument("specs", nargs="+", metavar="SPEC")
+    b.add_argument("--root", default=None, help="project root for generated/ and build/ (default: .)")
+    b.set_defaults(func=cmd_build)
+
+    v = sub.add_parser("validate", help="check specs; errors as FILE:LINE:COL: message")
+    v.add_argument("specs", nargs="+", metavar="SPEC")
+    v.set_defaults(func=cmd_validate)
+
+    c = sub.add_parser("classes", help="print the resolved size-class table")
+    c.add_argument("spec", metavar="SPEC")
+    c.set_defaults(func=cmd_classes)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecError as e:
+        for line in e.problems:
+            _err(line)
+        return 2
+    except BuildError as e:
+        _err(f"hzgen: {e}")
+        return 1
+    except KeyboardInterrupt:
+        _err("hzgen: interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Stage 2: resolve a validated spec into the model the templates render.
+
+Everything the C needs is decided here: the size-class table with each class's slab geometry,
+the size->class lookup table, the tier chain of every class range, and the constants of every box.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import __version__
+from .spec import Spec, SpecError
+
+# Bytes of segment header per slab unit (slab metadata + state byte), and the fixed part;
+# the C _Static_asserts that its real header fits in the pages reserved from this estimate.
+UNIT_META_BYTES = 128
+HEADER_FIXED_BYTES = 256
+
+
+@dataclass(frozen=True)
+class SizeClass:
+    index: int
+    size: int
+    units: int            # slab units per slab
+    slab_bytes: int
+    blocks: int           # blocks per slab
+    waste_pct: float
+    range_index: int
+
+
+@dataclass(frozen=True)
+class Tier:
+    kind: str             # ring | sll
+    capacity: int         # array size (ring) / largest per-class limit
+    caps: tuple           # per class of the range: blocks held at most (max_bytes budget)
+    refills: tuple        # per class: blocks moved in on a miss
+    drains: tuple         # per class: blocks moved out when full
+
+    @property
+    def uniform(self) -> bool:
+        return len(set(self.caps)) == 1 and len(set(self.refills)) == 1 and len(set(self.drains)) == 1
+
+
+def make_tier(kind: str, params: dict, sizes: list) -> Tier:
+    cap, budget = params["capacity"], params["max_bytes"]
+    caps = tuple(min(cap, max(1, budget // s)) if budget else cap for s in sizes)
+    return Tier(kind, cap, caps,
+                tuple(max(1, min(params["refill_batch"], c)) for c in caps),
+                tuple(max(1, min(params["drain_batch"], c)) for c in caps))
+
+
+@dataclass(frozen=True)
+class TierRange:
+    index: int
+    lo: int
+    hi: int
+    first_class: int
+    last_class: int       # inclusive
+    caches: tuple         # Tier, fast to slow; the superslab follows the last one
+
+    @property
+    def nclasses(self) -> int:
+        return self.last_class - self.first_class + 1
+
+    @property
+    def chain(self) -> tuple:
+        return tuple(t.kind for t in self.caches) + ("superslab",)
+
+
+@dataclass
+class Model:
+    name: str
+    version: str
+    spec_digest: str
+    threads: bool
+    quantum: int
+    small_max: int
+    classes: list
+    lookup: list          # index (n + quantum - 1) // quantum -> class
+    ranges: list
+    segment: int
+    slab: int
+    header_units: int
+    remote: dict
+    large: dict
+    backing: dict
+    stats: dict
+    checks: dict
+    raw: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def units_per_segment(self) -> int:
+        return self.segment // self.slab
+
+    @property
+    def max_class_units(self) -> int:
+        return max(c.units for c in self.classes)
+
+    @property
+    def stats_on(self) -> bool:
+        return self.stats["level"] != "off"
+
+    @property
+    def checks_on(self) -> bool:
+        return self.checks["double_free"] or self.checks["invalid_free"]
+
+
+def slab_geometry(size: int, slab: int, max_units: int, max_waste: float, usable_units: int):
+    """Units per slab for a class: the fewest whose tail waste is within max_waste
+    (tcmalloc-style), else the least wasteful; returns (units, blocks, waste fraction)."""
+    best = None
+    for units in range(1, min(max_units, usable_units) + 1):
+        total = units * slab
+        blocks = total // size
+        if blocks == 0:
+            continue
+        waste = (total - blocks * size) / total
+        if waste <= max_waste:
+            return units, blocks, waste
+        if best is None or waste < best[2] - 1e-12:
+            best = (units, blocks, waste)
+    return best
+
+
+def resolve(spec: Spec) -> Model:
+    d = spec.data
+    sc, ss = d["size_classes"], d["superslab"]
+    segment, slab = ss["segment"], ss["slab"]
+    units = segment // slab
+    header_bytes = HEADER_FIXED_BYTES + units * UNIT_META_BYTES
+    if d["checks"]["double_free"]:
+        header_bytes += units * (slab // sc["quantum"] // 8)
+    header_units = -(-header_bytes // slab)
+    usable = units - header_units
+    if usable < 1:
+        raise SpecError([f"{spec.where.get(('superslab',), spec.path)}: superslab: the segment "
+                         "header fills the whole segment; use a larger segment"])
+
+    ranges, classes = [], []
+    sizes = sc["sizes"]
+    for ri, t in enumerate(d["tiers"]):
+        lo, hi = t["range"]
+        members = [s for s in sizes if lo <= s <= hi] if ri else [s for s in sizes if s <= hi]
+        if not members:
+            where = spec.where.get(("tiers", ri, "range"))
+            raise SpecError([f"{where}: tiers[{ri}].range: contains no size class"])
+        first = len(classes)
+        for s in members:
+            geo = slab_geometry(s, slab, ss["max_units"], ss["max_waste"], usable)
+            if geo is None:
+                raise SpecError([f"{spec.where.get(('superslab',))}: superslab: class {s} does "
+                                 f"not fit in {usable} usable slab units"])
+            u, blocks, waste = geo
+            classes.append(SizeClass(len(classes), s, u, u * slab, blocks,
+                                     round(waste * 100, 2), ri))
+        caches = tuple(make_tier(k, t[k], members) for k in t["chain"][:-1])
+        ranges.append(TierRange(ri, lo, hi, first, len(classes) - 1, caches))
+
+    q = sc["quantum"]
+    lookup, ci = [], 0
+    for i in range(sc["small_max"] // q + 1):
+        n = i * q
+        while classes[ci].size < n:
+            ci += 1
+        lookup.append(ci)
+
+    return Model(
+        name=d["name"], version=__version__, spec_digest=spec.digest(),
+        threads=d["threads"], quantum=q, small_max=sc["small_max"],
+        classes=classes, lookup=lookup, ranges=ranges,
+        segment=segment, slab=slab, header_units=header_units,
+        remote=dict(d["remote_free"]), large=dict(d["large"]), backing=dict(d["backing"]),
+        stats=dict(d["stats"]), checks=dict(d["checks"]), raw=d,
+    )

@@ -1,0 +1,490 @@
+"""Stage 1: spec loading and validation.
+
+load_spec(path) reads a YAML spec (following `extends:`), checks it against the option table and
+the rules that tie options together, and returns a Spec: plain nested dicts with every default
+filled in, plus where each key came from so errors can say FILE:LINE:COL.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import options as O
+
+
+class SpecError(Exception):
+    """One or more `FILE:LINE:COL: message` problems."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Where:
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass
+class Spec:
+    path: Path
+    data: dict            # merged, defaults filled in
+    where: dict           # key path tuple -> Where
+    files: list[Path]     # this file and every file it extends
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    def digest(self) -> str:
+        """Hash of the resolved spec: the same allocator gives the same hash wherever it lives."""
+        canon = json.dumps(self.data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- YAML with positions
+
+def _read_yaml(path: Path, shown: str) -> tuple[Any, dict]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError([f"{shown}:1:1: no such spec file"])
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError([f"{shown}:1:1: cannot read spec: {e}"])
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise SpecError([f"{shown}:{line}:{col}: YAML syntax error: {e.problem or e}"])
+    except yaml.YAMLError as e:
+        raise SpecError([f"{shown}:1:1: YAML error: {e}"])
+    if node is None:
+        raise SpecError([f"{shown}:1:1: empty spec"])
+    where: dict = {}
+    constructor = yaml.SafeLoader("")
+    problems: list[str] = []
+
+    def convert(n, keypath):
+        where[keypath] = Where(shown, n.start_mark.line + 1, n.start_mark.column + 1)
+        if isinstance(n, yaml.MappingNode):
+            out = {}
+            for k, v in n.value:
+                key = constructor.construct_object(k, deep=True)
+                if not isinstance(key, str):
+                    problems.append(f"{shown}:{k.start_mark.line + 1}:{k.start_mark.column + 1}: "
+                                    f"keys must be strings, got {key!r}")
+                    continue
+                if key in out:
+                    problems.append(f"{shown}:{k.start_mark.line + 1}:{k.start_mark.column + 1}: "
+                                    f"duplicate key '{key}'")
+                out[key] = convert(v, keypath + (key,))
+            return out
+        if isinstance(n, yaml.SequenceNode):
+            return [convert(v, keypath + (i,)) for i, v in enumerate(n.value)]
+        try:
+            return constructor.construct_object(n, deep=True)
+        except yaml.YAMLError as e:
+            problems.append(f"{shown}:{n.start_mark.line + 1}:{n.start_mark.column + 1}: {e}")
+            return None
+
+    data = convert(node, ())
+    if problems:
+        raise SpecError(problems)
+    if not isinstance(data, dict):
+        raise SpecError([f"{shown}:1:1: a spec is a mapping of keys, got {type(data).__name__}"])
+    return data, where
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _load_raw(path: Path, chain: tuple) -> tuple[dict, dict, list[Path]]:
+    shown = _shown(path)
+    real = path.resolve()
+    if real in chain:
+        raise SpecError([f"{shown}:1:1: `extends` loop: "
+                         + " -> ".join(_shown(p) for p in chain + (real,))])
+    data, where = _read_yaml(path, shown)
+    files = [real]
+    ext = data.get("extends")
+    if ext is None:
+        return data, where, files
+    if not isinstance(ext, str) or not ext:
+        raise SpecError([f"{where[('extends',)]}: extends: expected a path to a spec"])
+    base_path = path.parent / ext
+    if not base_path.is_file():
+        raise SpecError([f"{where[('extends',)]}: extends: no such spec file '{ext}'"])
+    base, base_where, base_files = _load_raw(base_path, chain + (real,))
+    base.pop("name", None)          # a name is never inherited
+    base.pop("description", None)
+    merged = _merge(base, {k: v for k, v in data.items() if k != "extends"})
+    if _tiers_overridden(data):
+        base_where = {k: w for k, w in base_where.items() if not k or k[0] != "tiers"}
+    return merged, {**base_where, **where}, base_files + files
+
+
+def _tiers_overridden(data: dict) -> bool:
+    return "tiers" in data
+
+
+# ---------------------------------------------------------------- values
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.I)
+_UNITS = {None: 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1 << 20, "mb": 1 << 20,
+          "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
+IDENT_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+def parse_size(v: Any) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str):
+        m = _SIZE_RE.match(v)
+        if m:
+            return int(m.group(1)) * _UNITS[m.group(2).lower() if m.group(2) else None]
+    return None
+
+
+def _is_pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def fmt_size(n: int) -> str:
+    for unit, mult in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1024)):
+        if n >= mult and n % mult == 0:
+            return f"{n // mult}{unit}"
+    return str(n)
+
+
+class _Checker:
+    def __init__(self, where: dict, fallback: str):
+        self.where = where
+        self.fallback = fallback
+        self.problems: list[str] = []
+
+    def at(self, keypath: tuple) -> str:
+        kp = tuple(keypath)
+        while kp and kp not in self.where:
+            kp = kp[:-1]
+        w = self.where.get(kp)
+        return str(w) if w else f"{self.fallback}:1:1"
+
+    def error(self, keypath: tuple, msg: str) -> None:
+        self.problems.append(f"{self.at(keypath)}: {msg}")
+
+    def value(self, opt: O.Option, v: Any, keypath: tuple, label: str) -> Any:
+        """Check and normalize one scalar value; returns None after reporting a problem."""
+        if v is None:
+            if opt.nullable:
+                return None
+            self.error(keypath, f"{label}: a value is required")
+            return None
+        k = opt.kind
+        if k in (O.INT, O.SIZE):
+            n = parse_size(v) if k == O.SIZE else (v if isinstance(v, int) and not isinstance(v, bool) else None)
+            if n is None:
+                what = "a size (bytes, or like 64KiB)" if k == O.SIZE else "an integer"
+                self.error(keypath, f"{label}: expected {what}, got {v!r}")
+                return None
+            if (opt.lo is not None and n < opt.lo) or (opt.hi is not None and n > opt.hi):
+                self.error(keypath, f"{label}: {n} is out of range "
+                                    f"[{fmt_size(int(opt.lo))}, {fmt_size(int(opt.hi))}]")
+                return None
+            if opt.pow2 and not _is_pow2(n):
+                self.error(keypath, f"{label}: {n} must be a power of two")
+                return None
+            return n
+        if k == O.FLOAT:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                self.error(keypath, f"{label}: expected a number, got {v!r}")
+                return None
+            if not (opt.lo <= v <= opt.hi):
+                self.error(keypath, f"{label}: {v} is out of range [{opt.lo}, {opt.hi}]")
+                return None
+            return float(v)
+        if k == O.BOOL:
+            if not isinstance(v, bool):
+                self.error(keypath, f"{label}: expected true or false, got {v!r}")
+                return None
+            return v
+        if k == O.CHOICE:
+            if isinstance(v, bool) and "off" in opt.choices:
+                v = "off" if v is False else v   # YAML 1.1 reads `off` as false
+            if v not in opt.choices:
+                self.error(keypath, f"{label}: expected one of {', '.join(opt.choices)}, got {v!r}")
+                return None
+            return v
+        if k == O.IDENT:
+            if not isinstance(v, str) or not IDENT_RE.match(v):
+                self.error(keypath, f"{label}: {v!r} is not a valid name (lower-case C "
+                                    "identifier: letters, digits, _; at most 32 characters)")
+                return None
+            return v
+        if k == O.STR:
+            if not isinstance(v, str):
+                self.error(keypath, f"{label}: expected a string, got {v!r}")
+                return None
+            return v
+        raise AssertionError(k)
+
+    def section(self, table: list[O.Option], section: str, given: Any, keypath: tuple) -> dict:
+        """Validate the keys of one mapping against the table; returns it with defaults."""
+        kids = O.children(table, section)
+        label = section or "spec"
+        if not isinstance(given, dict):
+            self.error(keypath, f"{label}: expected a mapping, got {given!r}")
+            given = {}
+        out = {}
+        for key, v in given.items():
+            if key not in kids:
+                self.error(keypath + (key,), f"unknown key '{key}' in {label} "
+                                             f"(known: {', '.join(sorted(kids))})")
+        for key, opt in kids.items():
+            full = f"{section}.{key}" if section else key
+            kp = keypath + (key,)
+            if opt.kind == O.SECTION:
+                continue  # sections are handled by their owners
+            if key in given:
+                out[key] = (given[key] if opt.kind in O.LIST_KINDS
+                            else self.value(opt, given[key], kp, full))
+            elif opt.default is not None or opt.nullable:
+                out[key] = opt.default
+            elif opt.kind not in O.LIST_KINDS:
+                self.error(keypath, f"{label}: missing required key '{key}'")
+        return out
+
+
+# ---------------------------------------------------------------- the spec rules
+
+def _validate(raw: dict, where: dict, shown: str) -> dict:
+    c = _Checker(where, shown)
+    spec = c.section(O.OPTIONS, "", raw, ())
+    raw_stats = raw.get("stats", {})
+    if not isinstance(raw_stats, dict):   # `stats: off` shorthand
+        raw_stats = {"level": raw_stats}
+    for sec in ("size_classes", "superslab", "remote_free", "large", "backing", "checks"):
+        spec[sec] = c.section(O.OPTIONS, sec, raw.get(sec, {}), (sec,))
+    spec["stats"] = c.section(O.OPTIONS, "stats", raw_stats, ("stats",))
+
+    sc = spec["size_classes"]
+    sizes = _class_sizes(c, sc, raw.get("size_classes", {}))
+    spec["size_classes"]["sizes"] = sizes
+    spec["tiers"] = _tiers(c, raw.get("tiers"), sizes, sc.get("small_max"))
+
+    rf = spec["remote_free"].get("strategy")
+    if spec.get("threads") is True and rf == "none":
+        c.error(("remote_free", "strategy"), "remote_free.strategy: none is only for "
+                "single-threaded allocators; set `threads: false` or pick page_mpsc/owner_stash")
+    if spec.get("threads") is False and rf not in (None, "none"):
+        c.error(("threads",), "threads: false needs remote_free.strategy: none")
+    st = spec["stats"]
+    if st.get("level") == "off" and st.get("report") == "always":
+        c.error(("stats", "report"), "stats.report: always needs stats.level counters or "
+                "per_class (there is nothing to print with stats off)")
+    ss = spec["superslab"]
+    seg, slab, small_max = ss.get("segment"), ss.get("slab"), sc.get("small_max")
+    if seg and slab:
+        if seg < 8 * slab:
+            c.error(("superslab", "slab"), f"superslab.slab: a segment of {fmt_size(seg)} needs "
+                    f"slabs of at most {fmt_size(seg // 8)} (8 or more per segment)")
+        elif seg // slab > 1024:
+            c.error(("superslab", "slab"), f"superslab.slab: {fmt_size(seg)}/{fmt_size(slab)} "
+                    "gives more than 1024 slabs per segment")
+        units = ss.get("max_units") or 1
+        if small_max and small_max > slab * units:
+            c.error(("size_classes", "small_max"), f"size_classes.small_max: {small_max} does not "
+                    f"fit in a slab of {units} x {fmt_size(slab)} (raise superslab.max_units)")
+    if c.problems:
+        raise SpecError(c.problems)
+    return spec
+
+
+def _class_sizes(c: _Checker, sc: dict, raw_sc: Any) -> list[int]:
+    q, small_max = sc.get("quantum"), sc.get("small_max")
+    if not q or not small_max:
+        return []
+    if small_max % q:
+        c.error(("size_classes", "small_max"), f"size_classes.small_max: {small_max} is not a "
+                f"multiple of the quantum {q}")
+        return []
+    scheme = sc.get("scheme")
+    given = raw_sc.get("sizes") if isinstance(raw_sc, dict) else None
+    if scheme == "explicit":
+        if given is None:
+            c.error(("size_classes", "scheme"), "size_classes: scheme explicit needs `sizes`")
+            return []
+        sizes = _explicit_sizes(c, given)
+    else:
+        if given is not None:
+            c.error(("size_classes", "sizes"), "size_classes.sizes: only used with scheme explicit")
+        lo, lin, steps = sc.get("min"), sc.get("linear_until"), sc.get("steps_per_doubling")
+        if not (lo and lin and steps):
+            return []
+        if lo % q or lin % q:
+            c.error(("size_classes",), f"size_classes: min and linear_until must be multiples "
+                    f"of the quantum {q}")
+            return []
+        sizes = geometric_sizes(q, lo, lin, steps, small_max)
+    if not sizes:
+        return []
+    for i, s in enumerate(sizes):
+        kp = ("size_classes", "sizes")
+        if s % q:
+            c.error(kp, f"size_classes.sizes: {s} is not a multiple of the quantum {q}")
+            return []
+        if i and s <= sizes[i - 1]:
+            c.error(kp, f"size_classes.sizes: sizes must increase ({sizes[i - 1]} then {s})")
+            return []
+    if sizes[-1] != small_max:
+        c.error(("size_classes", "small_max"), f"size_classes: the largest class ({sizes[-1]}) "
+                f"must equal small_max ({small_max}) so every small size has exactly one class")
+        return []
+    if len(sizes) > 255:
+        c.error(("size_classes",), f"size_classes: {len(sizes)} classes; at most 255")
+        return []
+    return sizes
+
+
+def _explicit_sizes(c: _Checker, given: Any) -> list[int]:
+    kp = ("size_classes", "sizes")
+    if not isinstance(given, list) or not given:
+        c.error(kp, "size_classes.sizes: expected a non-empty list")
+        return []
+    out: list[int] = []
+    for i, item in enumerate(given):
+        if isinstance(item, dict):
+            if set(item) != {"from", "to", "step"}:
+                c.error(kp + (i,), "size_classes.sizes: a run is {from: A, to: B, step: S}")
+                return []
+            a, b, s = (parse_size(item[k]) for k in ("from", "to", "step"))
+            if None in (a, b, s) or s <= 0 or a > b or (b - a) // s > 4096:
+                c.error(kp + (i,), f"size_classes.sizes: bad run {item!r}")
+                return []
+            out.extend(range(a, b + 1, s))
+        else:
+            n = parse_size(item)
+            if n is None or n <= 0:
+                c.error(kp + (i,), f"size_classes.sizes: expected a size, got {item!r}")
+                return []
+            out.append(n)
+    return out
+
+
+def geometric_sizes(q: int, lo: int, linear_until: int, steps: int, small_max: int) -> list[int]:
+    sizes = list(range(lo, min(linear_until, small_max) + 1, q))
+    s = sizes[-1] if sizes else lo
+    while s < small_max:
+        p = 1 << (s.bit_length() - 1)          # the power of two at or below s
+        step = max(q, (p // steps + q - 1) // q * q)
+        s = min(small_max, s + step)
+        sizes.append(s)
+    return sizes
+
+
+def _tiers(c: _Checker, raw: Any, sizes: list[int], small_max: int | None) -> list[dict]:
+    if raw is None:
+        c.error(("tiers",), "spec: missing required key 'tiers'")
+        return []
+    if not isinstance(raw, list) or not raw:
+        c.error(("tiers",), "tiers: expected a non-empty list of class ranges")
+        return []
+    out = []
+    for i, entry in enumerate(raw):
+        kp = ("tiers", i)
+        t = c.section(O.TIER_OPTIONS, "", entry, kp)
+        label = f"tiers[{i}]"
+        rng = t.get("range")
+        if not (isinstance(rng, list) and len(rng) == 2 and all(parse_size(x) for x in rng)):
+            c.error(kp + ("range",), f"{label}.range: expected [lo, hi] sizes, got {rng!r}")
+            continue
+        lo, hi = (parse_size(x) for x in rng)
+        chain = t.get("chain")
+        if not (isinstance(chain, list) and all(isinstance(x, str) for x in chain)):
+            c.error(kp + ("chain",), f"{label}.chain: expected a list like [ring, sll, superslab]")
+            continue
+        bad = [x for x in chain if x not in O.TIER_KINDS]
+        if bad:
+            c.error(kp + ("chain",), f"{label}.chain: unknown tier '{bad[0]}' "
+                    f"(known: {', '.join(O.TIER_KINDS)})")
+            continue
+        if not chain or chain[-1] != "superslab" or chain.count("superslab") != 1:
+            c.error(kp + ("chain",), f"{label}.chain: must end with superslab (and name it once)")
+            continue
+        caches = chain[:-1]
+        if not caches or len(set(caches)) != len(caches):
+            c.error(kp + ("chain",), f"{label}.chain: needs at least one cache tier (ring, sll) "
+                    "in front of superslab, each at most once")
+            continue
+        tier = {"range": [lo, hi], "chain": chain}
+        given = entry if isinstance(entry, dict) else {}
+        for kind in O.CACHE_TIERS:
+            if kind in given and kind not in caches:
+                c.error(kp + (kind,), f"{label}.{kind}: settings given but {kind} is not in the chain")
+            if kind in caches:
+                params = c.section(O.TIER_OPTIONS, kind, given.get(kind, {}), kp + (kind,))
+                cap = params.get("capacity")
+                for b in ("refill_batch", "drain_batch"):
+                    if cap and params.get(b) and params[b] > cap:
+                        c.error(kp + (kind, b), f"{label}.{kind}.{b}: {params[b]} exceeds the "
+                                f"capacity {cap}")
+                tier[kind] = params
+        out.append(tier)
+    if c.problems or not sizes:
+        return out
+    expect_lo = sizes[0]
+    for i, t in enumerate(out):
+        lo, hi = t["range"]
+        kp = ("tiers", i, "range")
+        if lo != expect_lo:
+            what = "leaves a gap" if lo > expect_lo else "overlaps the previous range"
+            c.error(kp, f"tiers[{i}].range: starts at {lo} but must start at {expect_lo} "
+                    f"(it {what}; ranges must cover {sizes[0]}..{small_max} exactly)"
+                    if i else f"tiers[0].range: must start at the smallest class, {sizes[0]}")
+            return out
+        if hi not in sizes:
+            below = max([s for s in sizes if s < hi], default=None)
+            above = min([s for s in sizes if s > hi], default=None)
+            c.error(kp, f"tiers[{i}].range: ends at {hi}, inside a size class; end it at a class "
+                    f"size ({below} or {above})")
+            return out
+        expect_lo = hi + 1
+    if expect_lo != small_max + 1:
+        c.error(("tiers",), f"tiers: ranges end at {expect_lo - 1} but must reach small_max "
+                f"({small_max})")
+    return out
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read, merge and validate a spec. Raises SpecError with FILE:LINE:COL messages."""
+    path = Path(path)
+    raw, where, files = _load_raw(path, ())
+    data = _validate(raw, where, _shown(path))
+    return Spec(path=path, data=data, where=where, files=files)
