@@ -142,9 +142,10 @@ bad:
     exit(2);
 }
 
-/* Value in kB of a "Key:" line of /proc/self/status (VmRSS, VmHWM), or -1. */
-static BENCH_UNUSED long bench_status_kb(const char *key) {
-    FILE *f = fopen("/proc/self/status", "r");
+/* Value in kB of a "Key:" line of a /proc file such as /proc/self/status
+ * (VmRSS, VmHWM) or /proc/self/smaps_rollup (LazyFree), or -1. */
+static BENCH_UNUSED long bench_proc_kb(const char *path, const char *key) {
+    FILE *f = fopen(path, "r");
     char line[256];
     size_t kl = strlen(key);
     long v = -1;
@@ -157,6 +158,10 @@ static BENCH_UNUSED long bench_status_kb(const char *key) {
     }
     fclose(f);
     return v;
+}
+
+static BENCH_UNUSED long bench_status_kb(const char *key) {
+    return bench_proc_kb("/proc/self/status", key);
 }
 
 /* Print the RESULT line. `extra` is an optional printf format for

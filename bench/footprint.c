@@ -12,6 +12,9 @@
  *   rss_peak_kb        VmHWM (peak RSS)
  *   rss_at_free_kb     VmRSS right after phase 4
  *   rss_after_free_kb  VmRSS at the end of phase 5
+ *   lazyfree_kb        the part of rss_after_free_kb that was given back
+ *                      with MADV_FREE (still counted in RSS until the kernel
+ *                      needs the memory; -1 if the kernel does not say)
  *
  *   footprint [-s SCALE] [-n TOTAL_MIB]
  * SCALE multiplies both the volume and the light-activity time
@@ -109,8 +112,10 @@ int main(int argc, char **argv) {
 
     long rss_after = bench_status_kb("VmRSS");
     long hwm = bench_status_kb("VmHWM");
+    long lazy = bench_proc_kb("/proc/self/smaps_rollup", "LazyFree");
     bench_result("footprint", ops, secs,
-                 " rss_peak_kb=%ld rss_at_free_kb=%ld rss_after_free_kb=%ld allocated_mib=%lld light_ops=%lld",
-                 hwm, rss_at_free, rss_after, total / (1024 * 1024), light_ops);
+                 " rss_peak_kb=%ld rss_at_free_kb=%ld rss_after_free_kb=%ld lazyfree_kb=%ld"
+                 " allocated_mib=%lld light_ops=%lld",
+                 hwm, rss_at_free, rss_after, lazy, total / (1024 * 1024), light_ops);
     return 0;
 }

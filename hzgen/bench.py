@@ -250,10 +250,12 @@ def build_specs(paths: list[Path], build_spec: Callable[[Any], Any], taken: set[
 # Building the workloads
 
 
-def compile_workloads(programs: list[str], bench_dir: Path = BENCH_DIR,
-                      build_dir: Path = BUILD_DIR) -> dict[str, Path]:
+def compile_workloads(programs: list[str], bench_dir: Optional[Path] = None,
+                      build_dir: Optional[Path] = None) -> dict[str, Path]:
     """Compile bench/<program>.c to build/bench/<program> where the source
     (or a header in bench/) is newer than the binary."""
+    bench_dir = BENCH_DIR if bench_dir is None else bench_dir
+    build_dir = BUILD_DIR if build_dir is None else build_dir
     if not bench_dir.is_dir():
         raise BenchError(f"benchmark sources not found: {bench_dir} is missing "
                          "(hzgen bench must run from a checkout of the hzgen repository)", EXIT_FAIL)

@@ -1,0 +1,41 @@
+# make run   : set up (venv + hzgen), build specs/default.yaml, run a real program on it
+# make test  : set up, run the whole test suite
+# make bench : set up (+ peers from apt), run the benchmark suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup run test bench generated clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+	@command -v cc >/dev/null || { echo "make: need a C compiler: apt-get install gcc"; exit 1; }
+
+run: setup
+	@LIB=$$($(BIN)/hzgen build specs/default.yaml | tail -n 1) && \
+	  echo "== LD_PRELOAD=$$LIB python3 (dicts, threads, sqlite3)" && \
+	  HZ_STATS=1 LD_PRELOAD=$$LIB $(PYTHON) -c "import sqlite3,threading; d={i: str(i) for i in range(10**5)}; \
+	    ts=[threading.Thread(target=lambda: [bytearray(i % 2000) for i in range(10**5)]) for _ in range(4)]; \
+	    [t.start() for t in ts]; [t.join() for t in ts]; c=sqlite3.connect(':memory:'); \
+	    c.execute('create table t(x)'); c.executemany('insert into t values(?)', ((i,) for i in range(10**4))); \
+	    print('python on hzgen default: ok', len(d), c.execute('select sum(x) from t').fetchone()[0])"
+
+test: setup
+	$(BIN)/python -m pytest -q -n 2 tests
+
+bench: setup
+	@command -v apt-get >/dev/null && { dpkg -s libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 time >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -qq libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 time linux-perf; }; } || true
+	$(BIN)/hzgen bench --json bench/results/latest.json --plot bench/results/latest.png
+
+generated: setup
+	for s in specs/*.yaml; do $(BIN)/hzgen build $$s >/dev/null || exit 1; done
+
+clean:
+	rm -rf build $(VENV)

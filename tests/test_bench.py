@@ -1,0 +1,289 @@
+"""Tests of the benchmark driver (hzgen.bench) and the bench/*.c workloads.
+
+The end-to-end test runs every workload at a tiny scale with glibc and one
+fake spec.  The fake spec's "allocator" is a preload library that only
+records that it was loaded, so the test can check LD_PRELOAD reaches the
+workloads (and only them).  A stand-in `perf` makes the instructions-per-
+pair arithmetic testable on machines without hardware counters.  Timing
+is never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from hzgen import bench
+
+needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc)")
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+MARKER_C = r"""
+#include <fcntl.h>
+#include <unistd.h>
+__attribute__((constructor)) static void hz_mark(void) {
+    int fd = open(MARK, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) { (void)!write(fd, "x\n", 2); close(fd); }
+}
+"""
+
+# Stand-in for `perf stat -x, -e EVENT -o FILE -- CMD...`: runs CMD and
+# reports 1000 + 50 * (the value of CMD's -n option) instructions.
+FAKE_PERF = r"""#!/bin/sh
+out=""
+while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
+    if [ "$1" = "-o" ]; then shift; out="$1"; fi
+    shift
+done
+shift
+n=0; prev=""
+for a in "$@"; do [ "$prev" = "-n" ] && n="$a"; prev="$a"; done
+"$@"
+rc=$?
+echo "$((1000 + 50 * n)),,instructions,1000,100.00,," > "$out"
+exit $rc
+"""
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="hzgen bench")
+    bench.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def fake_builder(override=None, name="fakespec"):
+    calls: list[Path] = []
+
+    def build_spec(path):
+        calls.append(Path(path))
+        return SimpleNamespace(name=name, override=override)
+
+    build_spec.calls = calls  # type: ignore[attr-defined]
+    return build_spec
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path) -> Path:
+    p = tmp_path / "fake.yaml"
+    p.write_text("name: fakespec\n")
+    return p
+
+
+@pytest.fixture
+def private_build_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "build-bench"
+    monkeypatch.setattr(bench, "BUILD_DIR", d)
+    return d
+
+
+# --------------------------------------------------------------------------
+# End to end
+
+
+@needs_cc
+def test_suite_end_to_end(tmp_path, spec_file, private_build_dir, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    marker = tmp_path / "preloaded.txt"
+    src = tmp_path / "marker.c"
+    src.write_text(MARKER_C)
+    lib = tmp_path / "libmarker.so"
+    subprocess.run(["cc", "-shared", "-fPIC", f'-DMARK="{marker}"', "-o", str(lib), str(src)],
+                   check=True)
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir()
+    perf = fakebin / "perf"
+    perf.write_text(FAKE_PERF)
+    perf.chmod(perf.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{fakebin}{os.pathsep}{os.environ.get('PATH', '')}")
+
+    out_json = tmp_path / "out.json"
+    out_png = tmp_path / "out.png"
+    build_spec = fake_builder(override=lib)
+    args = parse([str(spec_file), "--peers", "glibc", "--pairs", "1", "--scale", "0.02",
+                  "--json", str(out_json), "--plot", str(out_png)])
+    rc = bench.run(args, build_spec=build_spec)
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert build_spec.calls == [spec_file]
+
+    all_names = [v.name for v in bench.VARIANTS]
+    # the table: one block per workload, both allocators, a geomean footer
+    for name in all_names:
+        assert any(line.startswith(name + " ") for line in captured.out.splitlines()), name
+    assert "fakespec" in captured.out and "glibc" in captured.out
+    assert "geomean" in captured.out
+
+    data = json.loads(out_json.read_text())
+    assert data["meta"]["baseline"] == "fakespec"
+    assert data["meta"]["allocator_names"] == ["fakespec", "glibc"]
+    assert data["meta"]["perf_event"] == "instructions"
+    assert list(data["workloads"]) == all_names
+    for name, w in data["workloads"].items():
+        v = bench.VARIANT_BY_NAME[name]
+        assert w["runs"] == v.pair_factor
+        for alloc in ("fakespec", "glibc"):
+            samples = w["samples"][alloc]
+            assert len(samples) == w["runs"]
+            assert all(s["ok"] for s in samples), samples
+            assert all(s["ops"] > 0 and s["rss_kb"] > 0 for s in samples)
+            assert w["median_ops_per_sec"][alloc] > 0
+            assert w["median_ratio"][alloc] > 0
+            assert w["rss_peak_kb"][alloc] > 0
+            assert w["failures"][alloc] == 0
+        assert w["median_ratio"]["fakespec"] == 1.0
+        if v.instructions:
+            # fake perf: 50 instructions per -n unit
+            for alloc in ("fakespec", "glibc"):
+                assert w["instructions_per_pair"][alloc] == pytest.approx(50.0)
+        else:
+            assert w["instructions_per_pair"] == {}
+    fp = data["workloads"]["footprint"]["fields_median"]["glibc"]
+    assert fp["rss_peak_kb"] > 0 and fp["rss_after_free_kb"] > 0
+    assert fp["rss_peak_kb"] >= fp["rss_at_free_kb"]
+
+    # LD_PRELOAD reached every run of the spec and nothing else (not glibc's
+    # runs, not /usr/bin/time or perf themselves).
+    spec_runs = sum(w["runs"] for w in data["workloads"].values())
+    perf_runs = 2 * sum(1 for v in bench.VARIANTS if v.instructions)
+    assert len(marker.read_text().splitlines()) == spec_runs + perf_runs
+
+    png = out_png.read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > 1000
+
+
+@needs_cc
+def test_rebuild_only_when_source_is_newer(private_build_dir):
+    exes = bench.compile_workloads(["tiny"])
+    exe = exes["tiny"]
+    first = exe.stat().st_mtime_ns
+    os.utime(exe, ns=(first + 10**9, first + 10**9))  # binary newer than source
+    again = bench.compile_workloads(["tiny"])["tiny"].stat().st_mtime_ns
+    assert again == first + 10**9
+    old = (bench.BENCH_DIR / "tiny.c").stat().st_mtime_ns - 10**9
+    os.utime(exe, ns=(old, old))  # binary older than source: rebuilt
+    assert bench.compile_workloads(["tiny"])["tiny"].stat().st_mtime_ns > old
+
+
+@needs_cc
+def test_tiny_instruction_mode_runs_exact_pair_counts(private_build_dir):
+    exe = bench.compile_workloads(["tiny"])["tiny"]
+    for n, expect in ((1024, 1024), (1000, 896)):
+        out = subprocess.run([str(exe), "-z", "32", "-n", str(n)], capture_output=True,
+                             text=True, check=True).stdout
+        res = bench.parse_result(out)
+        assert res is not None and res["ops"] == expect and res["size"] == 32
+
+
+# --------------------------------------------------------------------------
+# Bad input: exit 2, one clear line, no traceback, nothing built
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--workloads", "tiny16,nosuch"], "unknown workload 'nosuch'"),
+    (["--peers", "glibc,ptmalloc9"], "unknown peer 'ptmalloc9'"),
+    (["--pairs", "0"], "--pairs"),
+])
+def test_bad_input_exits_2(argv, message, spec_file, capsys):
+    build_spec = fake_builder()
+    rc = bench.run(parse([str(spec_file), *argv]), build_spec=build_spec)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err
+    assert "Traceback" not in err
+    assert build_spec.calls == []
+
+
+def test_missing_spec_exits_2(tmp_path, capsys):
+    build_spec = fake_builder()
+    missing = tmp_path / "nope.yaml"
+    rc = bench.run(parse([str(missing), "--peers", "glibc"]), build_spec=build_spec)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f"spec not found: {missing}" in err
+    assert build_spec.calls == []
+
+
+@needs_cc
+def test_unknown_baseline_exits_2(spec_file, private_build_dir, capsys):
+    rc = bench.run(parse([str(spec_file), "--peers", "glibc", "--workloads", "tiny16",
+                          "--baseline", "hoard"]), build_spec=fake_builder())
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "unknown baseline 'hoard'" in err and "fakespec, glibc" in err
+
+
+@needs_cc
+def test_spec_build_failure_is_reported(spec_file, private_build_dir, capsys):
+    def broken(path):
+        raise RuntimeError("template exploded")
+
+    rc = bench.run(parse([str(spec_file), "--peers", "glibc", "--workloads", "tiny16"]),
+                   build_spec=broken)
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "template exploded" in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------
+# Pieces
+
+
+def test_select_variants_by_program_and_name():
+    names = [v.name for v in bench.select_variants("larson,tiny16")]
+    assert names == ["larson1", "larson2", "larson4", "tiny16"]
+    assert [v.name for v in bench.select_variants(None)] == [v.name for v in bench.VARIANTS]
+    assert {v.name for v in bench.VARIANTS} >= {
+        "tiny16", "tiny32", "tiny64", "tiny256", "mixed", "larson1", "larson2", "larson4",
+        "prodcons2", "prodcons4", "midsize2", "realloc", "scratch2", "churn", "footprint"}
+
+
+def test_missing_peer_is_skipped_with_install_hint(monkeypatch, capsys):
+    monkeypatch.setattr(bench, "find_peer", lambda name: None)
+    peers = bench.resolve_peers(["glibc", "mimalloc", "tcmalloc"])
+    err = capsys.readouterr().err
+    assert [p.name for p in peers] == ["glibc"]
+    assert "apt-get install libmimalloc2.0" in err
+    assert "apt-get install libtcmalloc-minimal4" in err
+
+
+def test_preload_goes_to_the_workload_only(tmp_path):
+    exe = tmp_path / "tiny"
+    v = bench.VARIANT_BY_NAME["tiny64"]
+    so = tmp_path / "liba.so"
+    cmd = bench.workload_command(exe, v, bench.Allocator("a", "spec", so), 0.5)
+    assert cmd[1] == f"LD_PRELOAD={so}" and Path(cmd[0]).name == "env"
+    assert cmd[2:] == [str(exe), "-z", "64", "-s", "0.5"]
+    plain = bench.workload_command(exe, v, bench.Allocator("glibc", "peer", None), 1.0)
+    assert plain == [str(exe), "-z", "64", "-s", "1.0"]
+
+
+def test_parse_result_and_perf_output():
+    res = bench.parse_result("noise\nRESULT name=tiny ops=128 seconds=0.5 ops_per_sec=256.0 size=16\n")
+    assert res == {"name": "tiny", "ops": 128, "seconds": 0.5, "ops_per_sec": 256.0, "size": 16}
+    assert bench.parse_result("RESULT name=x ops=1\n") is None
+    assert bench.parse_perf_csv("<not supported>,,instructions,0,100.00,,\n") is None
+    assert bench.parse_perf_csv("# started\n\n12345,,instructions:u,999,100.00,,\n") == 12345
+    assert bench.parse_perf_csv("") is None
+
+
+def test_summary_uses_paired_ratios():
+    def s(x):
+        return {"ok": True, "ops_per_sec": x, "rss_kb": 100, "fields": {"rss_after_free_kb": x}}
+
+    samples = {"base": [s(100.0), s(200.0), s(100.0)],
+               "other": [s(200.0), s(200.0), {"ok": False, "error": "boom", "rss_kb": None}]}
+    sm = bench.summarize(samples, "base")
+    assert sm["median_ops_per_sec"] == {"base": 100.0, "other": 200.0}
+    assert sm["median_ratio"]["other"] == pytest.approx(1.5)  # median of 2.0 and 1.0
+    assert (sm["ratio_min"]["other"], sm["ratio_max"]["other"]) == (1.0, 2.0)
+    assert sm["failures"] == {"base": 0, "other": 1}
+    assert sm["fields_median"]["base"]["rss_after_free_kb"] == 100.0
