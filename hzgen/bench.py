@@ -389,7 +389,11 @@ def run_sample(exe: Path, variant: Variant, alloc: Allocator, scale: float, time
         os.close(fd)
         cmd = [TIME_TOOL, "-f", "%M", "-o", rss_file, *cmd]
     try:
-        p = spawn(cmd, timeout)
+        try:
+            p = spawn(cmd, timeout)
+        except OSError as e:
+            return {"ok": False, "rss_kb": None, "returncode": None,
+                    "error": f"cannot run {cmd[0]}: {e}"}
         rss = p.maxrss_kb
         if rss_file is not None:
             try:
@@ -685,14 +689,33 @@ def write_plot(result: dict[str, Any], path: Path) -> None:
     width = 0.8 / n
     fig, ax = plt.subplots(figsize=(max(8.0, 0.9 * len(workloads) + 2), 5))
     for i, a in enumerate(names):
-        ys = [result["workloads"][w]["median_ratio"].get(a) or 0.0 for w in workloads]
+        ys, lo, hi = [], [], []
+        for w in workloads:
+            wd = result["workloads"][w]
+            y = wd["median_ratio"].get(a) or 0.0
+            ys.append(y)
+            # error bar: min..max of the paired ratios
+            lo.append(max(0.0, y - (wd["ratio_min"].get(a) or y)))
+            hi.append(max(0.0, (wd["ratio_max"].get(a) or y) - y))
         xs = [j + (i - (n - 1) / 2) * width for j in range(len(workloads))]
-        ax.bar(xs, ys, width, label=a)
+        ax.bar(xs, ys, width, label=a, yerr=[lo, hi], capsize=2,
+               error_kw={"elinewidth": 0.8, "alpha": 0.7})
     ax.axhline(1.0, color="black", linewidth=0.8)
+    # Ratios on a log2 axis (2x faster and 2x slower look alike); the limits
+    # follow the medians so that one wild whisker does not squash the bars.
+    meds = [r for w in result["workloads"].values() for r in w["median_ratio"].values()
+            if r is not None and r > 0]
+    lo_lim = min(meds + [1.0]) / 1.6
+    hi_lim = max(meds + [1.0]) * 1.6
+    ax.set_yscale("log", base=2)
+    ax.set_ylim(lo_lim, hi_lim)
+    from matplotlib.ticker import FuncFormatter
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _pos: f"{y:g}x"))
     ax.set_xticks(range(len(workloads)))
     ax.set_xticklabels(workloads, rotation=45, ha="right")
     ax.set_ylabel(f"ops/s relative to {result['meta']['baseline']} (median)")
-    ax.set_title("hzgen bench (higher is better)")
+    ax.set_title("hzgen bench (higher is better; whiskers: min..max of paired ratios)")
     ax.legend(fontsize="small", ncol=min(n, 5))
     fig.tight_layout()
     fig.savefig(str(path), format="png", dpi=100)
@@ -761,9 +784,9 @@ def _run(args: argparse.Namespace, build_spec: Optional[Callable[[Any], Any]]) -
         if p is not None and not p.resolve().parent.is_dir():
             raise BenchError(f"cannot write {p}: directory {p.resolve().parent} does not exist")
     if plot_path is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
             raise BenchError("--plot needs matplotlib, which is not installed (pip install matplotlib)")
 
     # ---- build

@@ -3,6 +3,8 @@ bad input is a clear message and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -48,6 +50,17 @@ def cmd_classes(args) -> int:
     return 0
 
 
+TOOLS = {
+    "diff": ("hzgen.diff", "what spec B changes against spec A: model summary, then the generated C"),
+    "explain": ("hzgen.explain", "the allocator a spec describes, in words and tables"),
+    "inspect": ("hzgen.inspect", "branches, loops, calls and instructions of the fast paths"),
+    "stats": ("hzgen.statsview", "show an HZ_STATS exit report as a table or chart"),
+    "bench": ("hzgen.bench", "benchmark specs against glibc, mimalloc, jemalloc, tcmalloc"),
+}
+TOOLS = {k: v for k, v in TOOLS.items()
+         if importlib.util.find_spec(v[0]) is not None}   # tools land one by one
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hzgen", description="Allocator compiler: YAML spec -> C malloc.")
     p.add_argument("--version", action="version", version=f"hzgen {__version__}")
@@ -65,6 +78,13 @@ def make_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("classes", help="print the resolved size-class table")
     c.add_argument("spec", metavar="SPEC")
     c.set_defaults(func=cmd_classes)
+
+    # tool commands: each module brings its own arguments and run(args) -> exit code
+    for name, (module, helptext) in TOOLS.items():
+        mod = importlib.import_module(module)
+        t = sub.add_parser(name, help=helptext, description=helptext)
+        mod.add_arguments(t)
+        t.set_defaults(func=mod.run)
     return p
 
 

@@ -89,6 +89,8 @@ def _read_yaml(path: Path, shown: str) -> tuple[Any, dict]:
                 if key in out:
                     problems.append(f"{shown}:{k.start_mark.line + 1}:{k.start_mark.column + 1}: "
                                     f"duplicate key '{key}'")
+                where[("key",) + keypath + (key,)] = Where(shown, k.start_mark.line + 1,
+                                                           k.start_mark.column + 1)
                 out[key] = convert(v, keypath + (key,))
             return out
         if isinstance(n, yaml.SequenceNode):
@@ -200,6 +202,11 @@ class _Checker:
     def error(self, keypath: tuple, msg: str) -> None:
         self.problems.append(f"{self.at(keypath)}: {msg}")
 
+    def key_error(self, keypath: tuple, msg: str) -> None:
+        """An error about a key itself (unknown, misplaced): point at the key, not its value."""
+        w = self.where.get(("key",) + tuple(keypath))
+        self.problems.append(f"{w or self.at(keypath)}: {msg}")
+
     def value(self, opt: O.Option, v: Any, keypath: tuple, label: str) -> Any:
         """Check and normalize one scalar value; returns None after reporting a problem."""
         if v is None:
@@ -265,7 +272,7 @@ class _Checker:
         out = {}
         for key, v in given.items():
             if key not in kids:
-                self.error(keypath + (key,), f"unknown key '{key}' in {label} "
+                self.key_error(keypath + (key,), f"unknown key '{key}' in {label} "
                                              f"(known: {', '.join(sorted(kids))})")
         for key, opt in kids.items():
             full = f"{section}.{key}" if section else key
@@ -447,7 +454,8 @@ def _tiers(c: _Checker, raw: Any, sizes: list[int], small_max: int | None) -> li
         given = entry if isinstance(entry, dict) else {}
         for kind in O.CACHE_TIERS:
             if kind in given and kind not in caches:
-                c.error(kp + (kind,), f"{label}.{kind}: settings given but {kind} is not in the chain")
+                c.key_error(kp + (kind,), f"{label}.{kind}: settings given but {kind} is not in "
+                            "the chain")
             if kind in caches:
                 params = c.section(O.TIER_OPTIONS, kind, given.get(kind, {}), kp + (kind,))
                 cap = params.get("capacity")

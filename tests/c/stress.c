@@ -335,6 +335,45 @@ static void edge_cases(void)
         hz_fail("realloc of posix_memalign block lost contents at offset %zu", off);
     XFREE(q);
 
+    /*
+     * large blocks allocated back to back (typically adjacent mappings), then
+     * grown and shrunk: in-place growth is blocked by the neighbour, so the
+     * allocator's move path (mremap / copy) is exercised deterministically
+     */
+    {
+        enum { NBIG = 6 };
+        void *big[NBIG];
+        size_t bsz[NBIG];
+        for (int i = 0; i < NBIG; i++) {
+            bsz[i] = ((size_t)(i + 1) << 20) + 4000 * (size_t)i;
+            big[i] = XMALLOC(vsize(bsz[i]));
+            if (!big[i])
+                hz_fail("malloc(%zu) returned NULL", bsz[i]);
+            hz_stamp(big[i], bsz[i], 1000 + (uint64_t)i);
+        }
+        for (int step = 0; step < 3; step++)
+            for (int i = 0; i < NBIG; i++) {
+                size_t nsz = step < 2 ? bsz[i] * 2 + 123 : bsz[i] / 3;
+                uintptr_t oaddr = (uintptr_t)big[i];
+                hz_verify(big[i], bsz[i], 1000 + (uint64_t)i, "before large realloc");
+                void *nb = XREALLOC(big[i], vsize(nsz));
+                if (!nb)
+                    hz_fail("realloc(large %zu -> %zu) returned NULL", bsz[i], nsz);
+                size_t keep = nsz < bsz[i] ? nsz : bsz[i];
+                off = hz_check_prefix(nb, keep, oaddr, bsz[i], 1000 + (uint64_t)i, &eb, &gb);
+                if (off != (size_t)-1)
+                    hz_fail("realloc(large %zu -> %zu) lost contents at offset %zu", bsz[i], nsz,
+                            off);
+                big[i] = nb;
+                bsz[i] = nsz;
+                hz_stamp(nb, nsz, 1000 + (uint64_t)i);
+            }
+        for (int i = 0; i < NBIG; i++) {
+            hz_verify(big[i], bsz[i], 1000 + (uint64_t)i, "large realloc");
+            XFREE(big[i]);
+        }
+    }
+
     /* small sizes: every size 1..256 once, all live together */
     void *blk[257];
     for (size_t n = 1; n <= 256; n++) {

@@ -1,0 +1,163 @@
+"""Spec loading and validation: every error is FILE:LINE:COL: message, exit 2, nothing written."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hzgen.spec import SpecError, load_spec, geometric_sizes, parse_size
+
+REPO = Path(__file__).resolve().parent.parent
+
+GOOD = """\
+name: t
+size_classes: {scheme: geometric, small_max: 32KiB}
+tiers:
+  - range: [16, 1024]
+    chain: [ring, sll, superslab]
+    ring: {capacity: 64}
+  - range: [1025, 32768]
+    chain: [sll, superslab]
+"""
+
+
+def write(tmp_path: Path, text: str, name="s.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def errors_of(path: Path) -> list[str]:
+    with pytest.raises(SpecError) as e:
+        load_spec(path)
+    return e.value.problems
+
+
+def test_good_spec_fills_defaults(tmp_path):
+    s = load_spec(write(tmp_path, GOOD))
+    assert s.data["superslab"]["segment"] == 4 << 20
+    assert s.data["remote_free"]["strategy"] == "owner_stash"
+    assert s.data["tiers"][0]["ring"]["capacity"] == 64
+    assert s.data["tiers"][0]["sll"]["capacity"] == 256      # default of the table
+    assert s.data["size_classes"]["sizes"][-1] == 32768
+
+
+# (spec text, expected line, expected column, expected words)
+BAD = {
+    "unknown key": (GOOD + "bogus: 1\n", 9, 1, "unknown key 'bogus'"),
+    "unknown nested key": (GOOD + "superslab: {segmnt: 4MiB}\n", 9, 13, "unknown key 'segmnt' in superslab"),
+    "wrong type": (GOOD + "superslab: {segment: lots}\n", 9, 22, "expected a size"),
+    "out of range": (GOOD + "superslab: {segment: 512KiB}\n", 9, 22, "out of range"),
+    "not a power of two": (GOOD + "superslab: {segment: 3MiB}\n", 9, 22, "power of two"),
+    "ring capacity": (GOOD.replace("capacity: 64", "capacity: 48"), 6, 22, "power of two"),
+    "bad choice": (GOOD + "remote_free: {strategy: magic}\n", 9, 25, "expected one of"),
+    "bool type": (GOOD + "checks: {double_free: 3}\n", 9, 23, "expected true or false"),
+    "remote none with threads": (GOOD + "remote_free: {strategy: none}\n", 9, 25, "single-threaded"),
+    "threads false needs none": (GOOD + "threads: false\n", 9, 10, "remote_free.strategy: none"),
+    "stats printer with stats off": (GOOD + "stats: {level: off, report: always}\n", 9, 29, "nothing to print"),
+    "name not an identifier": (GOOD.replace("name: t", "name: ../../etc"), 1, 7, "not a valid name"),
+    "name with capitals": (GOOD.replace("name: t", "name: Big"), 1, 7, "not a valid name"),
+    "ranges overlap": (GOOD.replace("[1025, 32768]", "[1000, 32768]"), 7, 12, "overlaps"),
+    "ranges leave a gap": (GOOD.replace("[1025, 32768]", "[2049, 32768]"), 7, 12, "gap"),
+    "range ends inside a class": (GOOD.replace("[16, 1024]", "[16, 1000]").replace("[1025,", "[1001,"),
+                                  4, 12, "inside a size class"),
+    "ranges stop short": (GOOD.replace("[1025, 32768]", "[1025, 16384]"), 4, 3, "must reach small_max"),
+    "chain without superslab": (GOOD.replace("[sll, superslab]", "[sll]"), 8, 12, "must end with superslab"),
+    "chain repeats a tier": (GOOD.replace("[sll, superslab]", "[sll, sll, superslab]"), 8, 12, "at most once"),
+    "unknown tier": (GOOD.replace("[sll, superslab]", "[tcache, superslab]"), 8, 12, "unknown tier 'tcache'"),
+    "tier settings not in chain": (GOOD + "    ring: {capacity: 8}\n", 9, 5, "not in the chain"),
+    "batch above capacity": (GOOD.replace("ring: {capacity: 64}", "ring: {capacity: 64, refill_batch: 65}"),
+                             6, 40, "exceeds the capacity"),
+    "duplicate key": (GOOD + "name: again\n", 9, 1, "duplicate key 'name'"),
+    "missing tiers": ("name: t\n", 1, 1, "missing required key 'tiers'"),
+    "explicit without sizes": (GOOD.replace("scheme: geometric", "scheme: explicit"), 2, 24, "needs `sizes`"),
+    "small_max beyond a slab": (GOOD + "superslab: {slab: 4KiB, max_units: 2}\n", 2, 46, "does not fit"),
+    "yaml syntax": ("name: t\ntiers: [\n", 3, 1, "YAML syntax error"),
+    "not a mapping": ("- 1\n- 2\n", 1, 1, "a spec is a mapping"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_validation_errors_point_at_the_key(tmp_path, case):
+    text, line, col, words = BAD[case]
+    path = write(tmp_path, text)
+    problems = errors_of(path)
+    assert any(words in p for p in problems), problems
+    hit = next(p for p in problems if words in p)
+    where, _, _ = hit.partition(": ")
+    file, l, c = where.rsplit(":", 2)
+    assert file.endswith("s.yaml")
+    assert (int(l), int(c)) == (line, col), hit
+
+
+def test_explicit_sizes_must_increase_and_end_at_small_max(tmp_path):
+    bad = GOOD.replace("scheme: geometric, small_max: 32KiB",
+                       "scheme: explicit, small_max: 32KiB, sizes: [16, 64, 32, 32768]")
+    assert any("must increase" in p for p in errors_of(write(tmp_path, bad)))
+    bad = GOOD.replace("scheme: geometric, small_max: 32KiB",
+                       "scheme: explicit, small_max: 32KiB, sizes: [16, 64, 1024, 16384]")
+    assert any("must equal small_max" in p for p in errors_of(write(tmp_path, bad)))
+
+
+def test_extends_deep_merges_and_later_wins(tmp_path):
+    write(tmp_path, GOOD + "superslab: {segment: 8MiB, slab: 32KiB}\n", "base.yaml")
+    child = write(tmp_path, "name: child\nextends: base.yaml\nsuperslab: {slab: 128KiB}\n")
+    s = load_spec(child)
+    assert s.name == "child"
+    assert s.data["superslab"] == {**s.data["superslab"], "segment": 8 << 20, "slab": 128 << 10}
+    assert len(s.files) == 2
+
+
+def test_extends_errors_point_into_the_right_file(tmp_path):
+    write(tmp_path, GOOD + "superslab: {segment: 3MiB}\n", "base.yaml")
+    child = write(tmp_path, "name: child\nextends: base.yaml\n")
+    problems = errors_of(child)
+    assert any("base.yaml:9:22" in p for p in problems), problems
+
+
+def test_extends_loop_and_missing_base(tmp_path):
+    write(tmp_path, "name: a\nextends: b.yaml\n", "a.yaml")
+    write(tmp_path, "name: b\nextends: a.yaml\n", "b.yaml")
+    assert any("loop" in p for p in errors_of(tmp_path / "a.yaml"))
+    p = write(tmp_path, "name: c\nextends: nowhere.yaml\n", "c.yaml")
+    assert any("c.yaml:2:10" in e and "no such spec" in e for e in errors_of(p))
+
+
+def test_missing_file(tmp_path):
+    assert any("no such spec file" in p for p in errors_of(tmp_path / "nope.yaml"))
+
+
+def test_sizes_parse():
+    assert parse_size("4MiB") == 4 << 20 and parse_size("64k") == 65536 and parse_size(17) == 17
+    assert parse_size("4 parsecs") is None and parse_size(True) is None
+
+
+def test_geometric_spacing():
+    s = geometric_sizes(16, 16, 256, 4, 32768)
+    assert s[:16] == list(range(16, 257, 16))
+    assert s[16:20] == [320, 384, 448, 512]
+    assert s[-1] == 32768 and all(x % 16 == 0 for x in s)
+
+
+@pytest.mark.parametrize("command", ["validate", "build", "classes"])
+def test_cli_errors_exit_2_without_traceback_or_output(tmp_path, command):
+    bad = write(tmp_path, GOOD + "superslab: {segment: 3MiB}\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    args = [sys.executable, "-m", "hzgen.cli", command, str(bad)]
+    if command == "build":
+        args += ["--root", str(tmp_path / "root")]
+    r = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert "s.yaml:9:22:" in r.stderr and "power of two" in r.stderr
+    assert r.stdout == ""
+    assert not (tmp_path / "root").exists()
+
+
+def test_shipped_specs_validate():
+    for spec in sorted((REPO / "specs").glob("*.yaml")):
+        load_spec(spec)
