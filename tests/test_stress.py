@@ -1,0 +1,69 @@
+"""Multi-threaded stress, fork and thread churn: each C program runs linked to the prefixed
+library and again under LD_PRELOAD of the override library (never loaded into pytest itself)."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, compile_c, preload_env
+
+C = REPO / "tests" / "c"
+
+
+@pytest.fixture(scope="session")
+def plain_programs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cprog")
+    return {name: compile_c(C / f"{name}.c", out / name) for name in ("stress", "forktest", "churn")}
+
+
+def prefixed_program(name, built, tmp_path) -> Path:
+    return compile_c(C / f"{name}.c", tmp_path / f"{name}_{built.name}", prefix_lib=built.prefixed,
+                     prefix=f"hz_{built.name}_")
+
+
+def needs_threads(model):
+    if not model.threads:
+        pytest.skip("single-threaded spec (threads: false) is documented as not thread-safe")
+
+
+def run(cmd, env=None, timeout=240):
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, timeout=timeout)
+    assert r.returncode == 0, f"{cmd[0]} exit {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+    return r.stdout
+
+
+def test_stress_linked_to_prefixed_library(built, model, tmp_path):
+    needs_threads(model)
+    exe = prefixed_program("stress", built, tmp_path)
+    assert "stress ok: threads=16" in run([exe, 16, 6, 15000])
+
+
+def test_stress_under_preload(built, model, plain_programs):
+    needs_threads(model)
+    assert "stress ok: threads=16" in run([plain_programs["stress"], 16, 6, 15000],
+                                          env=preload_env(built))
+
+
+def test_single_thread_spec_runs_single_threaded_stress(built, model, plain_programs):
+    if model.threads:
+        pytest.skip("covered by the threaded stress")
+    assert "stress ok: threads=1" in run([plain_programs["stress"], 1, 3, 20000], env=preload_env(built))
+
+
+def test_fork_from_threaded_parent(built, model, plain_programs):
+    needs_threads(model)
+    assert "fork ok: children=50" in run([plain_programs["forktest"], 50], env=preload_env(built))
+
+
+def test_thread_churn_keeps_rss_bounded(built, model, plain_programs):
+    """2000 short-lived threads: caches are flushed and heaps adopted, so RSS stays flat."""
+    needs_threads(model)
+    out = run([plain_programs["churn"], 2000], env=preload_env(built))
+    m = re.search(r"churn ok: threads=2000 rss_warm_kb=(\d+) rss_end_kb=(\d+)", out)
+    assert m, out
+    warm, end = int(m.group(1)), int(m.group(2))
+    assert end <= warm + 16 * 1024, (warm, end)     # growth bounded by 16 MiB over the warm-up
+    assert end < 64 * 1024, end
