@@ -43,7 +43,10 @@ def test_classes_prints_the_table():
     lines = r.stdout.splitlines()
     assert lines[1].split()[:5] == ["class", "size", "slab", "blocks", "waste%"]
     rows = lines[2:]
-    assert rows[0].split()[:2] == ["0", "16"] and rows[-1].split()[1] == "32768"
+    from hzgen.pipeline import load_model
+    m = load_model(REPO / "specs" / "default.yaml")
+    assert len(rows) == len(m.classes)
+    assert rows[0].split()[:2] == ["0", "16"] and rows[-1].split()[1] == str(m.small_max)
 
 
 def test_validate_ok():

@@ -15,6 +15,7 @@ typedef struct hz_large {
   char *user;         /* the pointer handed out */
   size_t usable;      /* bytes from user to the end of the mapping */
   int dirty;          /* came from the cache: not zero-filled */
+  unsigned kind;      /* HZ_KIND_LARGE (segment-aligned mapping) or HZ_KIND_LARGE_HI */
 } hz_large;
 
 static _Atomic(uint64_t) hz_large_mapped_count, hz_large_released_count;
@@ -107,6 +108,7 @@ static void *hz_large_alloc(size_t n, size_t align)
     kind = HZ_KIND_LARGE_HI;
   }
   L->magic = HZ_LARGE_MAGIC;
+  L->kind = kind;
   L->map = map;
   L->map_len = got;
   L->user = user;
@@ -121,7 +123,7 @@ static void hz_large_free(hz_large *L)
   __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(L->user)], HZ_KIND_NONE, __ATOMIC_RELEASE);
   L->magic = 0;
   atomic_fetch_add_explicit(&hz_large_released_count, 1, memory_order_relaxed);
-  if (L->map == (char *)L) { hz_large_cache_put(L->map, L->map_len); return; }
+  if (L->kind == HZ_KIND_LARGE) { hz_large_cache_put(L->map, L->map_len); return; }
   hz_os_unmap(L->map, L->map_len);
 }
 
@@ -130,7 +132,7 @@ static void *hz_large_resize(hz_large *L, size_t n)
 {
   size_t off = (size_t)(L->user - L->map);
   if (n <= L->usable && n >= L->usable / 2) return L->user;
-  if (L->map != (char *)L || n > (size_t)PTRDIFF_MAX - 2 * HZ_SEGMENT_SIZE) return NULL;
+  if (L->kind != HZ_KIND_LARGE || n > (size_t)PTRDIFF_MAX - 2 * HZ_SEGMENT_SIZE) return NULL;
   size_t len = hz_page_round(off + n), old_len = L->map_len;
   char *map = L->map;
   if (mremap(map, old_len, len, 0) == MAP_FAILED) {

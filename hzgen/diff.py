@@ -1,0 +1,323 @@
+"""`hzgen diff A B`: what spec B changes against spec A.
+
+Output (stdout), in this order:
+  1. a model-level summary: every item of `hzgen explain`'s vocabulary that differs (name,
+     threads, size-class table, superslab geometry, remote-free strategy, large box, backing,
+     stats, checks, each boundary), then the size classes added, removed or resized, the class
+     ranges with their tier chains, the per-class tier chain with capacity/refill/drain
+     (`sll 256/32/128`: the caps a max_bytes budget gives), and the slab geometry of classes both
+     sides share;
+  2. a unified diff (---, +++, @@) of the generated C, file by file (`a/<name A>/<file>`,
+     `b/<name B>/<file>`; a file only one side has is diffed against /dev/null).
+
+Both sides are rendered in memory (a spec at a git revision is read into a temporary directory):
+nothing is written into generated/ or build/.
+
+The stamp: the first two lines of every generated file name the hzgen version, the spec name,
+the spec digest and the path the spec was read from. They are left out of the C comparison
+(hunk line numbers still count them, so they match the files on disk); the summary shows the
+digest change instead. So the same spec read from two places (a file and `file@HEAD`) is
+identical, exit 0.
+
+Exit status, like diff(1): 0 when the model and the generated C are identical, 1 when they
+differ (whatever --model/--stat show), 2 on bad input. Two specs that differ only in keys with
+no effect (say a `delay_ms` under `release: immediate`) show the digest change and exit 0.
+
+A side `PATH@REV` is the spec PATH as it is in git revision REV (`specs/default.yaml@HEAD~3`),
+read with `git show REV:PATH` together with every `extends:` base it names, recursively, from
+the same revision. A PATH that exists as a file is always taken as a file, even with an `@`.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .explain import class_signature, facts, range_chain
+from .model import Model
+from .spec import SpecError
+from .tool import ToolError, guarded, runs
+
+STAMP_LINES = 2
+
+
+@dataclass
+class Side:
+    label: str            # as the user wrote it
+    model: Model
+    files: dict           # filename -> rendered C
+
+
+# ---------------------------------------------------------------- specs at git revisions
+
+def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True)
+    except FileNotFoundError:
+        raise ToolError("git is not installed (needed for PATH@REV)")
+
+
+def fetch_revision(arg: str, path: str, rev: str, tmp: Path) -> Path:
+    """Write PATH and its extends: chain as of REV under tmp; returns the copy of PATH."""
+    absolute = Path(os.path.realpath(Path.cwd() / path))
+    d = absolute.parent
+    while not d.is_dir():
+        d = d.parent
+    top = _git(d, "rev-parse", "--show-toplevel")
+    if top.returncode != 0:
+        raise ToolError(f"{arg}: {d} is not inside a git repository")
+    top_dir = Path(os.path.realpath(top.stdout.strip()))
+    if _git(top_dir, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").returncode != 0:
+        raise ToolError(f"{arg}: unknown revision '{rev}'")
+    try:
+        rel = absolute.relative_to(top_dir).as_posix()
+    except ValueError:
+        raise ToolError(f"{arg}: {path} is outside the git repository {top_dir}")
+
+    seen: set[str] = set()
+
+    def fetch(rel: str, why: str) -> None:
+        if rel in seen:
+            return                       # an extends loop: load_spec reports it
+        seen.add(rel)
+        r = _git(top_dir, "show", f"{rev}:{rel}")
+        if r.returncode != 0:
+            raise ToolError(f"{arg}: {why}no file '{rel}' at revision {rev}")
+        dest = tmp / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(r.stdout)
+        try:
+            data = yaml.safe_load(r.stdout)
+        except yaml.YAMLError:
+            return                       # load_spec reports the syntax error with its position
+        ext = data.get("extends") if isinstance(data, dict) else None
+        if isinstance(ext, str) and ext:
+            base = os.path.normpath(os.path.join(os.path.dirname(rel), ext))
+            if base.startswith(".."):
+                raise ToolError(f"{arg}: extends '{ext}' of {rel} leaves the repository")
+            fetch(Path(base).as_posix(), f"extends '{ext}' of {rel}: ")
+
+    fetch(rel, "")
+    return tmp / rel
+
+
+def _relabel(e: SpecError, tmp: Path, rev: str) -> SpecError:
+    """Spec errors of a revision copy name `path@REV:LINE:COL`, not the temporary file."""
+    out = []
+    for p in e.problems:
+        m = re.match(r"^(.*?):(\d+):(\d+): (.*)$", p, re.S)
+        if m and m.group(1).startswith(str(tmp)):
+            rel = os.path.relpath(os.path.normpath(m.group(1)), tmp)
+            p = f"{rel}@{rev}:{m.group(2)}:{m.group(3)}: {m.group(4)}"
+        out.append(p.replace(str(tmp) + os.sep, ""))
+    return SpecError(out)
+
+
+def load_side(arg: str, stack: ExitStack) -> Side:
+    from .pipeline import render_spec
+    if Path(arg).is_file() or "@" not in arg:
+        m, files = render_spec(arg)
+        return Side(arg, m, files)
+    path, _, rev = arg.rpartition("@")
+    if not path or not rev:
+        raise ToolError(f"{arg}: expected a spec file or PATH@REV")
+    tmp = Path(os.path.realpath(stack.enter_context(tempfile.TemporaryDirectory(prefix="hzdiff-"))))
+    copy = fetch_revision(arg, path, rev, tmp)
+    try:
+        m, files = render_spec(copy)
+    except SpecError as e:
+        raise _relabel(e, tmp, rev) from None
+    return Side(arg, m, files)
+
+
+# ---------------------------------------------------------------- the model summary
+
+def _class_changes(a: Model, b: Model) -> list[str]:
+    sa, sb = [c.size for c in a.classes], [c.size for c in b.classes]
+    out = []
+    added, removed, resized = [], [], []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=sa, b=sb, autojunk=False).get_opcodes():
+        if op == "replace" and i2 - i1 == j2 - j1:
+            resized += [f"{sa[i]}->{sb[j]}" for i, j in zip(range(i1, i2), range(j1, j2))]
+        elif op != "equal":
+            removed += [str(s) for s in sa[i1:i2]]
+            added += [str(s) for s in sb[j1:j2]]
+    for what, items in (("added", added), ("removed", removed), ("resized", resized)):
+        if items:
+            out.append(f"  size classes {what} ({len(items)}): {' '.join(items)}")
+    both = sorted(set(sa) & set(sb))
+    ga = {c.size: c for c in a.classes}
+    gb = {c.size: c for c in b.classes}
+    geo = [f"{s} ({ga[s].units}x{ga[s].blocks} -> {gb[s].units}x{gb[s].blocks})" for s in both
+           if (ga[s].units, ga[s].blocks) != (gb[s].units, gb[s].blocks)]
+    if geo:
+        out.append(f"  slab geometry (units x blocks) changed for {len(geo)} class(es): "
+                   + ", ".join(geo))
+    return out
+
+
+def _tier_changes(a: Model, b: Model) -> list[str]:
+    out = []
+    ra, rb = [range_chain(r) for r in a.ranges], [range_chain(r) for r in b.ranges]
+    if ra != rb:
+        out.append("  class ranges (tier cap/refill/drain):")
+        out += [f"    - {x}" for x in ra if x not in rb]
+        out += [f"    + {x}" for x in rb if x not in ra]
+    ia = {c.size: c.index for c in a.classes}
+    ib = {c.size: c.index for c in b.classes}
+    both = [s for s in sorted(ia) if s in ib]
+    pairs = [(class_signature(a, ia[s]), class_signature(b, ib[s])) for s in both]
+    changed = []
+    for i, j in runs(list(range(len(both))), lambda k: pairs[k]):
+        sa, sb = pairs[i]
+        if sa != sb:
+            sizes = f"{both[i]} B" if i == j else f"{both[i]}..{both[j]} B"
+            changed.append(f"    {sizes}: {sa}  =>  {sb}")
+    if changed:
+        out.append("  per-class tiers (cap/refill/drain), classes on both sides:")
+        out += changed
+    return out
+
+
+def summary(a: Model, b: Model) -> list[str]:
+    """The model-level differences, one line each; empty when the models agree."""
+    fb = dict(facts(b))
+    lines = []
+    for key, va in facts(a):
+        vb = fb[key]
+        if va != vb:
+            lines.append(f"  {key}: {va}  =>  {vb}" if len(va) + len(vb) < 90 else
+                         f"  {key}:\n    - {va}\n    + {vb}")
+    lines += _class_changes(a, b)
+    lines += _tier_changes(a, b)
+    if a.spec_digest != b.spec_digest:
+        lines.append(f"  spec digest: {a.spec_digest} => {b.spec_digest}"
+                     + ("" if lines else " (no effect on the model)"))
+    return lines
+
+
+# ---------------------------------------------------------------- the C diff
+
+def _body(text: str) -> list[str]:
+    lines = text.splitlines(keepends=True)
+    return lines[STAMP_LINES:] if lines and lines[0].startswith("/* Generated by hzgen") else lines
+
+
+_HUNK = re.compile(r"^@@ -(\d+)(,\d+)? \+(\d+)(,\d+)? @@")
+
+
+def _shift(line: str, off_a: int, off_b: int) -> str:
+    """Hunk line numbers count the stamp lines left out of the comparison."""
+    m = _HUNK.match(line)
+    if not m:
+        return line
+    return (f"@@ -{int(m.group(1)) + off_a}{m.group(2) or ''} "
+            f"+{int(m.group(3)) + off_b}{m.group(4) or ''} @@" + line[m.end():])
+
+
+def file_diffs(a: Side, b: Side) -> list[tuple[str, list[str]]]:
+    """(filename, unified diff lines) of every file that differs (stamps left out)."""
+    out = []
+    for name in sorted(set(a.files) | set(b.files)):
+        ta, tb = a.files.get(name), b.files.get(name)
+        la, lb = _body(ta or ""), _body(tb or "")
+        if ta is not None and tb is not None and la == lb:
+            continue
+        off_a = len((ta or "").splitlines()) - len(la) if ta is not None else 0
+        off_b = len((tb or "").splitlines()) - len(lb) if tb is not None else 0
+        fa = f"a/{a.model.name}/{name}" if ta is not None else "/dev/null"
+        fb = f"b/{b.model.name}/{name}" if tb is not None else "/dev/null"
+        lines = [_shift(x, off_a, off_b) for x in difflib.unified_diff(la, lb, fa, fb)]
+        out.append((name, [x if x.endswith("\n") else x + "\n\\ No newline at end of file\n"
+                           for x in lines]))
+    return out
+
+
+def stat_lines(diffs: list[tuple[str, list[str]]]) -> list[str]:
+    counts = []
+    for name, lines in diffs:
+        body = [x for x in lines if not x.startswith(("---", "+++"))]
+        counts.append((name, sum(x.startswith("+") for x in body),
+                       sum(x.startswith("-") for x in body)))
+    if not counts:
+        return []
+    w = max(len(n) for n, _, _ in counts)
+    most = max(p + m for _, p, m in counts)
+    scale = min(1.0, 50 / most) if most else 1.0
+    out = [f" {n:<{w}} | {p + m:>5} {'+' * round(p * scale)}{'-' * round(m * scale)}\n"
+           for n, p, m in counts]
+    ins, dels = sum(p for _, p, _ in counts), sum(m for _, _, m in counts)
+    out.append(f" {len(counts)} file{'s' * (len(counts) != 1)} changed, {ins} insertions(+), "
+               f"{dels} deletions(-)\n")
+    return out
+
+
+# ---------------------------------------------------------------- output
+
+COLORS = {"-": "\033[31m", "+": "\033[32m", "@": "\033[36m", "#": "\033[1m"}
+RESET = "\033[0m"
+
+
+def use_color(mode: str, stream) -> bool:
+    if mode == "always":
+        return True
+    if mode == "never":
+        return False
+    return (hasattr(stream, "isatty") and stream.isatty() and not os.environ.get("NO_COLOR")
+            and os.environ.get("TERM") != "dumb")
+
+
+def paint(line: str, color: bool) -> str:
+    if not color:
+        return line
+    s = line.lstrip(" ")
+    key = "#" if line.startswith(("# ", "diff ")) else s[:1]
+    if key in COLORS and not line.startswith(("--- ", "+++ ")):
+        return COLORS[key] + line.rstrip("\n") + RESET + ("\n" if line.endswith("\n") else "")
+    if line.startswith(("--- ", "+++ ")):
+        return COLORS["#"] + line.rstrip("\n") + RESET + "\n"
+    return line
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("a", metavar="A", help="spec file, or PATH@REV (a spec in git revision REV)")
+    p.add_argument("b", metavar="B", help="spec file, or PATH@REV")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--stat", action="store_true",
+                   help="after the summary, files and changed line counts instead of the diff")
+    g.add_argument("--model", action="store_true", help="the model summary only")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="color the output (auto: when stdout is a terminal)")
+
+
+@guarded("diff")
+def run(args) -> int:
+    with ExitStack() as stack:
+        a = load_side(args.a, stack)
+        b = load_side(args.b, stack)
+    lines = summary(a.model, b.model)
+    diffs = file_diffs(a, b)
+    color = use_color(args.color, sys.stdout)
+    out = [f"# model: {a.label} ({a.model.name}) -> {b.label} ({b.model.name})\n"]
+    out += [x + "\n" for x in lines] if lines else ["  (no model differences)\n"]
+    if not args.model:
+        out.append(f"# generated C: {len(diffs)} of {len(set(a.files) | set(b.files))} files "
+                   "differ (stamp lines left out)\n")
+        if args.stat:
+            out += stat_lines(diffs)
+        else:
+            for name, dl in diffs:
+                out.append(f"diff --hzgen a/{a.model.name}/{name} b/{b.model.name}/{name}\n")
+                out += dl
+    sys.stdout.write("".join(paint(x, color) for x in out))
+    model_differs = any(not x.startswith("  spec digest:") for x in lines)
+    return 1 if (model_differs or diffs) else 0

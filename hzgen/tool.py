@@ -1,0 +1,50 @@
+"""Shared plumbing of the tool commands (diff, explain, inspect, stats): the bad-input error,
+the wrapper that turns it into a message and exit 2, and plain-text tables."""
+from __future__ import annotations
+
+import functools
+import sys
+
+
+class ToolError(Exception):
+    """Bad input for a tool command (missing file, unknown revision, malformed report):
+    one clear message, exit 2."""
+
+
+def guarded(command: str):
+    """Decorate a tool's run(args): a ToolError becomes `hzgen COMMAND: message` and exit 2.
+    SpecError and BuildError propagate to cli.main(), which reports them like `build` does."""
+    def wrap(run):
+        @functools.wraps(run)
+        def inner(args) -> int:
+            try:
+                return run(args)
+            except ToolError as e:
+                print(f"hzgen {command}: {e}", file=sys.stderr)
+                return 2
+        return inner
+    return wrap
+
+
+def table(header: list[str], rows: list[list], right: set | None = None, indent: str = "") -> list[str]:
+    """Rows of cells as aligned text lines; columns in `right` (indexes) are right-aligned
+    (default: every column but the first)."""
+    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    right = set(range(1, len(header))) if right is None else right
+    out = []
+    for r in cells:
+        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        out.append((indent + "  ".join(parts)).rstrip())
+    return out
+
+
+def runs(items: list, key) -> list[tuple[int, int]]:
+    """Index ranges [i, j] (inclusive) of consecutive items with equal key(item)."""
+    out: list[tuple[int, int]] = []
+    for i, it in enumerate(items):
+        if out and key(items[out[-1][0]]) == key(it):
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i, i))
+    return out
