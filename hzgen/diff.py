@@ -101,6 +101,9 @@ def fetch_revision(arg: str, path: str, rev: str, tmp: Path) -> Path:
             return                       # load_spec reports the syntax error with its position
         ext = data.get("extends") if isinstance(data, dict) else None
         if isinstance(ext, str) and ext:
+            if os.path.isabs(ext):
+                raise ToolError(f"{arg}: extends '{ext}' of {rel} is an absolute path, "
+                                f"not a file of revision {rev}")
             base = os.path.normpath(os.path.join(os.path.dirname(rel), ext))
             if base.startswith(".."):
                 raise ToolError(f"{arg}: extends '{ext}' of {rel} leaves the repository")
@@ -252,9 +255,12 @@ def stat_lines(diffs: list[tuple[str, list[str]]]) -> list[str]:
         return []
     w = max(len(n) for n, _, _ in counts)
     most = max(p + m for _, p, m in counts)
+    nw = len(str(most))
     scale = min(1.0, 50 / most) if most else 1.0
-    out = [f" {n:<{w}} | {p + m:>5} {'+' * round(p * scale)}{'-' * round(m * scale)}\n"
-           for n, p, m in counts]
+
+    def bar(n: int, ch: str) -> str:
+        return ch * max(1 if n else 0, round(n * scale))
+    out = [f" {n:<{w}} | {p + m:>{nw}} {bar(p, '+')}{bar(m, '-')}\n" for n, p, m in counts]
     ins, dels = sum(p for _, p, _ in counts), sum(m for _, _, m in counts)
     out.append(f" {len(counts)} file{'s' * (len(counts) != 1)} changed, {ins} insertions(+), "
                f"{dels} deletions(-)\n")
@@ -276,16 +282,19 @@ def use_color(mode: str, stream) -> bool:
             and os.environ.get("TERM") != "dumb")
 
 
-def paint(line: str, color: bool) -> str:
+def paint(line: str, color: bool, summary: bool = False) -> str:
+    """Color one output line: headers bold, removed red, added green, hunk headers cyan.
+    Summary lines are indented (`  - old`); diff lines are judged by their first character."""
     if not color:
         return line
-    s = line.lstrip(" ")
-    key = "#" if line.startswith(("# ", "diff ")) else s[:1]
-    if key in COLORS and not line.startswith(("--- ", "+++ ")):
-        return COLORS[key] + line.rstrip("\n") + RESET + ("\n" if line.endswith("\n") else "")
-    if line.startswith(("--- ", "+++ ")):
-        return COLORS["#"] + line.rstrip("\n") + RESET + "\n"
-    return line
+    if line.startswith(("# ", "diff ", "--- ", "+++ ")):
+        key = "#"
+    else:
+        key = (line.lstrip(" ") if summary else line)[:1]
+        key = "@" if key == "@" and (summary or line.startswith("@@")) else key
+    if key not in COLORS:
+        return line
+    return COLORS[key] + line.rstrip("\n") + RESET + ("\n" if line.endswith("\n") else "")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -307,8 +316,9 @@ def run(args) -> int:
     lines = summary(a.model, b.model)
     diffs = file_diffs(a, b)
     color = use_color(args.color, sys.stdout)
-    out = [f"# model: {a.label} ({a.model.name}) -> {b.label} ({b.model.name})\n"]
-    out += [x + "\n" for x in lines] if lines else ["  (no model differences)\n"]
+    head = [f"# model: {a.label} ({a.model.name}) -> {b.label} ({b.model.name})\n"]
+    head += [x + "\n" for x in lines] if lines else ["  (no model differences)\n"]
+    out = []
     if not args.model:
         out.append(f"# generated C: {len(diffs)} of {len(set(a.files) | set(b.files))} files "
                    "differ (stamp lines left out)\n")
@@ -318,6 +328,7 @@ def run(args) -> int:
             for name, dl in diffs:
                 out.append(f"diff --hzgen a/{a.model.name}/{name} b/{b.model.name}/{name}\n")
                 out += dl
-    sys.stdout.write("".join(paint(x, color) for x in out))
+    sys.stdout.write("".join([paint(x, color, summary=True) for x in head]
+                             + [paint(x, color) for x in out]))
     model_differs = any(not x.startswith("  spec digest:") for x in lines)
     return 1 if (model_differs or diffs) else 0

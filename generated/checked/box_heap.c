@@ -46,6 +46,7 @@ HZ_COLD hz_heap *hz_heap_acquire(void)
   if (!h) {
     h = hz_os_map(hz_page_round(sizeof(hz_heap)));
     if (!h) return NULL;
+    hz_front_init(h);
     hz_lock_acquire(&hz_heap_lock);
     h->next_all = hz_heaps_all;
     hz_heaps_all = h;

@@ -9,6 +9,15 @@
 #include <stdlib.h>
 #include "hz_internal.h"
 
+/* a private copy of stderr, taken at load time: programs such as ls close fd 2 before exit */
+static int hz_stats_fd = -1;
+__attribute__((constructor)) static void hz_stats_init(void)
+{
+  const char *v = getenv("HZ_STATS");
+  if (!v || !*v || !strcmp(v, "0")) return;
+  hz_stats_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
+}
+
 #define HZ_STAT_ROWS HZ_NCLASSES
 
 typedef struct { int fd; char buf[4096]; size_t n; } hz_out;
@@ -55,7 +64,7 @@ static void hz_stats_report(int json)
 {
   hz_stats t;
   hz_stats_sum(&t);
-  hz_out o = { .fd = 2, .n = 0 };
+  hz_out o = { .fd = hz_stats_fd >= 0 ? hz_stats_fd : 2, .n = 0 };
   const char *path = getenv("HZ_STATS_FILE");
   int opened = -1;
   if (path && *path) {

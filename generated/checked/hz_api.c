@@ -65,9 +65,8 @@ HZ_NOINLINE void *hz_alloc_miss(hz_heap *h, uint32_t cls)
   if (HZ_UNLIKELY(h == &hz_empty_heap)) {
     h = hz_heap_acquire();
     if (!h) { errno = ENOMEM; return NULL; }
-    void *p = hz_alloc_fast(h, cls);
-    if (p) { HZ_CHECK_ALLOC(p); return p; }
   }
+  HZ_STAT(h, alloc, cls, 1);   /* counted here, on a real heap, for every allocation that missed */
   HZ_STAT(h, miss, cls, 1);
   hz_outbox_flush_all(h);   /* blocks we hold for others go home while we are on a slow path */
   hz_maybe_purge();
@@ -82,9 +81,12 @@ HZ_NOINLINE void *hz_alloc_miss(hz_heap *h, uint32_t cls)
 HZ_INLINE void *hz_alloc_class(uint32_t cls)
 {
   hz_heap *h = HZ_HEAP();
-  HZ_STAT(h, alloc, cls, 1);
   void *p = hz_alloc_fast(h, cls);
-  if (HZ_LIKELY(p != NULL)) { HZ_CHECK_ALLOC(p); return p; }
+  if (HZ_LIKELY(p != NULL)) {
+    HZ_STAT(h, alloc, cls, 1);
+    HZ_CHECK_ALLOC(p);
+    return p;
+  }
   return hz_alloc_miss(h, cls);
 }
 

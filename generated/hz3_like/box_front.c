@@ -11,7 +11,7 @@
 static const uint16_t hz_r0_t0_cap[128] = { 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 240, 227, 215, 204, 195, 186, 178, 170, 163, 157, 151, 146, 141, 136, 132, 128, 124, 120, 117, 113, 110, 107, 105, 102, 99, 97, 95, 93, 91, 89, 87, 85, 83, 81, 80, 78, 77, 75, 74, 73, 71, 70, 69, 68, 67, 66, 65, 64, 63, 62, 61, 60, 59, 58, 57, 56, 56, 55, 54, 53, 53, 52, 51, 51, 50, 49, 49, 48, 48, 47, 47, 46, 46, 45, 45, 44, 44, 43, 43, 42, 42, 41, 41, 40, 40, 40, 39, 39, 39, 38, 38, 37, 37, 37, 36, 36, 36, 35, 35, 35, 35, 34, 34, 34, 33, 33, 33, 33, 32, 32, 32, 32 };
 static const uint16_t hz_r0_t0_refill[128] = { 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32 };
 static const uint16_t hz_r0_t0_drain[128] = { 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 124, 120, 117, 113, 110, 107, 105, 102, 99, 97, 95, 93, 91, 89, 87, 85, 83, 81, 80, 78, 77, 75, 74, 73, 71, 70, 69, 68, 67, 66, 65, 64, 63, 62, 61, 60, 59, 58, 57, 56, 56, 55, 54, 53, 53, 52, 51, 51, 50, 49, 49, 48, 48, 47, 47, 46, 46, 45, 45, 44, 44, 43, 43, 42, 42, 41, 41, 40, 40, 40, 39, 39, 39, 38, 38, 37, 37, 37, 36, 36, 36, 35, 35, 35, 35, 34, 34, 34, 33, 33, 33, 33, 32, 32, 32, 32 };
-#define HZ_R0_T0_CAP(i) ((uint32_t)hz_r0_t0_cap[(i)])
+#define HZ_R0_T0_CAP(i) (c->t0.cap)   /* per class, set by hz_front_init */
 #define HZ_R0_T0_REFILL(i) ((uint32_t)hz_r0_t0_refill[(i)])
 #define HZ_R0_T0_DRAIN(i) ((uint32_t)hz_r0_t0_drain[(i)])
 HZ_INLINE void *hz_r0_t0_pop(hz_cache_r0 *c)
@@ -80,18 +80,28 @@ HZ_INLINE void *hz_r0_alloc_fast(hz_heap *h, uint32_t cls)
   return hz_r0_t0_pop(&h->r0[cls - 0u]);
 }
 
-/* local free: push on tier 0; when it is full, drain a batch down first */
+/* tier 0 is full: drain a batch down, then push (out of line, so the fast path needs no frame) */
+HZ_NOINLINE void hz_r0_free_overflow(hz_heap *h, hz_cache_r0 *c, uint32_t cls, void *p)
+{
+  hz_r0_drain_t0(h, c, cls);
+  hz_r0_t0_push(c, p);
+}
+
+/* local free: push on tier 0 */
 HZ_INLINE void hz_r0_free_fast(hz_heap *h, uint32_t cls, void *p)
 {
   hz_cache_r0 *c = &h->r0[cls - 0u];
-  if (HZ_UNLIKELY(c->t0.n >= HZ_R0_T0_CAP(cls - 0u))) hz_r0_drain_t0(h, c, cls);
+  if (HZ_UNLIKELY(c->t0.n >= HZ_R0_T0_CAP(cls - 0u))) {
+    hz_r0_free_overflow(h, c, cls, p);
+    return;
+  }
   hz_r0_t0_push(c, p);
 }
 /* ======== range 1: sll -> superslab */
 static const uint16_t hz_r1_t0_cap[16] = { 16, 16, 16, 16, 12, 10, 9, 8, 7, 6, 5, 5, 4, 4, 4, 4 };
 static const uint16_t hz_r1_t0_refill[16] = { 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4 };
 static const uint16_t hz_r1_t0_drain[16] = { 8, 8, 8, 8, 8, 8, 8, 8, 7, 6, 5, 5, 4, 4, 4, 4 };
-#define HZ_R1_T0_CAP(i) ((uint32_t)hz_r1_t0_cap[(i)])
+#define HZ_R1_T0_CAP(i) (c->t0.cap)   /* per class, set by hz_front_init */
 #define HZ_R1_T0_REFILL(i) ((uint32_t)hz_r1_t0_refill[(i)])
 #define HZ_R1_T0_DRAIN(i) ((uint32_t)hz_r1_t0_drain[(i)])
 HZ_INLINE void *hz_r1_t0_pop(hz_cache_r1 *c)
@@ -160,11 +170,21 @@ HZ_INLINE void *hz_r1_alloc_fast(hz_heap *h, uint32_t cls)
   return hz_r1_t0_pop(&h->r1[cls - 128u]);
 }
 
-/* local free: push on tier 0; when it is full, drain a batch down first */
+/* tier 0 is full: drain a batch down, then push (out of line, so the fast path needs no frame) */
+HZ_NOINLINE void hz_r1_free_overflow(hz_heap *h, hz_cache_r1 *c, uint32_t cls, void *p)
+{
+  hz_r1_drain_t0(h, c, cls);
+  hz_r1_t0_push(c, p);
+}
+
+/* local free: push on tier 0 */
 HZ_INLINE void hz_r1_free_fast(hz_heap *h, uint32_t cls, void *p)
 {
   hz_cache_r1 *c = &h->r1[cls - 128u];
-  if (HZ_UNLIKELY(c->t0.n >= HZ_R1_T0_CAP(cls - 128u))) hz_r1_drain_t0(h, c, cls);
+  if (HZ_UNLIKELY(c->t0.n >= HZ_R1_T0_CAP(cls - 128u))) {
+    hz_r1_free_overflow(h, c, cls, p);
+    return;
+  }
   hz_r1_t0_push(c, p);
 }
 
@@ -182,6 +202,14 @@ HZ_INLINE void hz_free_fast(hz_heap *h, uint32_t cls, void *p)
 }
 
 static void hz_free_local(hz_heap *h, uint32_t cls, void *p) { hz_free_fast(h, cls, p); }
+
+/* a new heap's per-class tier limits (the byte budgets make them differ by class) */
+static void hz_front_init(hz_heap *h)
+{
+  for (uint32_t i = 0; i < 128u; i++) h->r0[i].t0.cap = hz_r0_t0_cap[i];
+  for (uint32_t i = 0; i < 16u; i++) h->r1[i].t0.cap = hz_r1_t0_cap[i];
+  (void)h;
+}
 
 static void hz_front_flush(hz_heap *h)
 {

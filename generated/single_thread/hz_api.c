@@ -62,6 +62,9 @@ static size_t hz_foreign_usable_size(void *p)
 /* the small-object slow path: first allocation of the thread, or tier 0 ran dry */
 HZ_NOINLINE void *hz_alloc_miss(hz_heap *h, uint32_t cls)
 {
+  HZ_STAT(h, alloc, cls, 1);   /* counted here, on a real heap, for every allocation that missed */
+  static int ready;           /* the one heap is static: its tier limits are set on first use */
+  if (HZ_UNLIKELY(!ready)) { hz_front_init(h); ready = 1; }
   HZ_STAT(h, miss, cls, 1);
   hz_maybe_purge();
   hz_remote_collect(h, cls);
@@ -75,9 +78,12 @@ HZ_NOINLINE void *hz_alloc_miss(hz_heap *h, uint32_t cls)
 HZ_INLINE void *hz_alloc_class(uint32_t cls)
 {
   hz_heap *h = HZ_HEAP();
-  HZ_STAT(h, alloc, cls, 1);
   void *p = hz_alloc_fast(h, cls);
-  if (HZ_LIKELY(p != NULL)) { HZ_CHECK_ALLOC(p); return p; }
+  if (HZ_LIKELY(p != NULL)) {
+    HZ_STAT(h, alloc, cls, 1);
+    HZ_CHECK_ALLOC(p);
+    return p;
+  }
   return hz_alloc_miss(h, cls);
 }
 

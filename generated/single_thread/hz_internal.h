@@ -52,7 +52,8 @@ typedef struct hz_slab {
   uint32_t units;
   uint32_t in_partial;
   struct hz_slab *next, *prev;    /* the owner's partial list of this class */
-} hz_slab;
+} __attribute__((aligned(128))) hz_slab;   /* a power of two: pointer -> metadata is shift and mask */
+_Static_assert(sizeof(hz_slab) == 128, "slab metadata must stay 128 bytes");
 
 enum { HZ_UNIT_CLEAN = 0, HZ_UNIT_USED = 1, HZ_UNIT_DIRTY = 2 };
 #define HZ_SEGMENT_MAGIC 0x687a5365676d656eull
@@ -90,7 +91,7 @@ HZ_INLINE uint32_t hz_size_class(size_t n)
 
 /* ---- cache tiers, per class range: [16..262144] sll -> superslab;  */
 typedef struct hz_cache_r0 {
-  struct { hz_block *head; uint32_t n; } t0;                /* sll */
+  struct { hz_block *head; uint32_t n, cap; } t0;                /* sll */
 } hz_cache_r0;
 
 typedef struct hz_stats {   /* stats box: per heap, no atomics on the hot path */

@@ -10,7 +10,7 @@
 static const uint16_t hz_r0_t0_cap[56] = { 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 102, 85, 73, 64, 51, 42, 36, 32, 25, 21, 18, 16, 12, 10, 9, 8, 6, 5, 4, 4, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1 };
 static const uint16_t hz_r0_t0_refill[56] = { 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 25, 21, 18, 16, 12, 10, 9, 8, 6, 5, 4, 4, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1 };
 static const uint16_t hz_r0_t0_drain[56] = { 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 51, 42, 36, 32, 25, 21, 18, 16, 12, 10, 9, 8, 6, 5, 4, 4, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1 };
-#define HZ_R0_T0_CAP(i) ((uint32_t)hz_r0_t0_cap[(i)])
+#define HZ_R0_T0_CAP(i) (c->t0.cap)   /* per class, set by hz_front_init */
 #define HZ_R0_T0_REFILL(i) ((uint32_t)hz_r0_t0_refill[(i)])
 #define HZ_R0_T0_DRAIN(i) ((uint32_t)hz_r0_t0_drain[(i)])
 HZ_INLINE void *hz_r0_t0_pop(hz_cache_r0 *c)
@@ -79,11 +79,21 @@ HZ_INLINE void *hz_r0_alloc_fast(hz_heap *h, uint32_t cls)
   return hz_r0_t0_pop(&h->r0[cls - 0u]);
 }
 
-/* local free: push on tier 0; when it is full, drain a batch down first */
+/* tier 0 is full: drain a batch down, then push (out of line, so the fast path needs no frame) */
+HZ_NOINLINE void hz_r0_free_overflow(hz_heap *h, hz_cache_r0 *c, uint32_t cls, void *p)
+{
+  hz_r0_drain_t0(h, c, cls);
+  hz_r0_t0_push(c, p);
+}
+
+/* local free: push on tier 0 */
 HZ_INLINE void hz_r0_free_fast(hz_heap *h, uint32_t cls, void *p)
 {
   hz_cache_r0 *c = &h->r0[cls - 0u];
-  if (HZ_UNLIKELY(c->t0.n >= HZ_R0_T0_CAP(cls - 0u))) hz_r0_drain_t0(h, c, cls);
+  if (HZ_UNLIKELY(c->t0.n >= HZ_R0_T0_CAP(cls - 0u))) {
+    hz_r0_free_overflow(h, c, cls, p);
+    return;
+  }
   hz_r0_t0_push(c, p);
 }
 
@@ -98,6 +108,13 @@ HZ_INLINE void hz_free_fast(hz_heap *h, uint32_t cls, void *p)
   hz_r0_free_fast(h, cls, p);
 }
 
+
+/* a new heap's per-class tier limits (the byte budgets make them differ by class) */
+static void hz_front_init(hz_heap *h)
+{
+  for (uint32_t i = 0; i < 56u; i++) h->r0[i].t0.cap = hz_r0_t0_cap[i];
+  (void)h;
+}
 
 static void hz_front_flush(hz_heap *h)
 {

@@ -1,0 +1,294 @@
+"""`hzgen stats [FILE]`: an HZ_STATS exit report as a table, and with --plot as a PNG chart.
+
+Input (FILE, or stdin when FILE is `-` or absent) is what the stats box prints
+(templates/box_stats.c.j2), either format:
+  text (HZ_STATS=1):   `hz-stats allocator=NAME level=LEVEL`, a column header line
+                       (`class size alloc free ...`), one row per class that saw traffic
+                       (`all -` for level counters), then `memory key=value ...`;
+  JSON (HZ_STATS=json): `{"hz_stats": 1, "allocator": ..., "level": ..., "classes": [...],
+                       "memory": {...}}`.
+Anything around a report is ignored (a program's own stderr). Every process that exits prints
+its own report, so a stream may hold several: reports of the same allocator and level are
+summed (said on stderr), and mixing allocators is an error. A report with no header, a bad row
+or no `memory` line is malformed: a message naming the line, exit 2.
+
+Columns (per class, then the total):
+  alloc, free, miss         the counters as reported; miss: tier 0 was empty (hz_alloc_miss)
+  t0 hit%                   (alloc - miss) / alloc: allocations served by the first tier
+  refill cache, refill slab refills of a tier from the cache tier below it / of the last cache
+                            tier from the superslab
+  from cache%               refill cache / (refill cache + refill slab)
+  drain cache, drain slab   drains of a full tier into the tier below / into the superslab
+  remote out, remote in     blocks freed into another heap / received from other heaps
+then the memory line: segments and large mappings mapped and released, bytes mapped (peak and
+at exit) and bytes returned to the OS by purging.
+
+--plot FILE.png draws: tier-0 hit rate per class, refills per class (cache vs slab), drains and
+remote frees per class, and the memory counters.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .tool import ToolError, guarded, table
+
+FIELDS = ("alloc", "free", "miss", "refill_cache", "refill_slab", "drain_cache", "drain_slab",
+          "remote_out", "remote_in")
+MEMORY = ("segments_mapped", "segments_released", "large_mapped", "large_released",
+          "bytes_mapped_peak", "bytes_mapped_now", "bytes_purged")
+_HEADER = re.compile(r"hz-stats allocator=(\S+) level=(\S+)\s*$")
+_JSON = re.compile(r'\{\s*"hz_stats"\s*:')
+
+
+@dataclass
+class Report:
+    allocator: str
+    level: str
+    rows: dict = field(default_factory=dict)     # class (int, or "all") -> {"size", *FIELDS}
+    memory: dict = field(default_factory=dict)
+    count: int = 1                               # reports summed into this one
+
+
+def _int(v, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        try:
+            v = int(v)
+        except (TypeError, ValueError):
+            raise ToolError(f"{where}: expected a count, got {v!r}")
+    if v < 0:
+        raise ToolError(f"{where}: negative count {v}")
+    return v
+
+
+def _parse_text(lines: list[str], i: int, source: str) -> tuple[Report, int]:
+    """The report whose header is lines[i]; returns it and the index after its memory line."""
+    m = _HEADER.search(lines[i])
+    rep = Report(m.group(1), m.group(2))
+    if i + 1 >= len(lines):
+        raise ToolError(f"{source}:{i + 2}: truncated report (no column header)")
+    cols = lines[i + 1].split()
+    if cols[:2] != ["class", "size"] or set(FIELDS) - set(cols[2:]):
+        raise ToolError(f"{source}:{i + 2}: expected the column header "
+                        f"`class size {' '.join(FIELDS)}`, got {lines[i + 1].strip()!r}")
+    for j in range(i + 2, len(lines)):
+        where = f"{source}:{j + 1}"
+        words = lines[j].split()
+        if words[:1] == ["memory"]:
+            for kv in words[1:]:
+                k, eq, v = kv.partition("=")
+                if not eq:
+                    raise ToolError(f"{where}: malformed memory item {kv!r} (expected key=value)")
+                rep.memory[k] = _int(v, f"{where}: {k}")
+            missing = [k for k in MEMORY if k not in rep.memory]
+            if missing:
+                raise ToolError(f"{where}: memory line lacks {', '.join(missing)}")
+            return rep, j + 1
+        if len(words) != len(cols):
+            raise ToolError(f"{where}: malformed row (expected {len(cols)} columns: "
+                            f"{' '.join(cols)}), got {lines[j].strip()!r}")
+        cls = words[0] if words[0] == "all" else _int(words[0], f"{where}: class")
+        row = {"size": None if words[1] == "-" else _int(words[1], f"{where}: size")}
+        row.update({c: _int(v, f"{where}: {c}") for c, v in zip(cols[2:], words[2:])})
+        rep.rows[cls] = row
+    raise ToolError(f"{source}: truncated report (no `memory` line after line {i + 1})")
+
+
+def _parse_json(obj, where: str) -> Report:
+    if not isinstance(obj, dict) or obj.get("hz_stats") != 1:
+        raise ToolError(f"{where}: not an hz_stats version 1 report")
+    try:
+        rep = Report(str(obj["allocator"]), str(obj["level"]))
+        for i, c in enumerate(obj["classes"]):
+            cls = "all" if obj["level"] == "counters" else _int(c["class"], f"{where}: class")
+            row = {"size": None if cls == "all" else _int(c["size"], f"{where}: size")}
+            row.update({f: _int(c[f], f"{where}: classes[{i}].{f}") for f in FIELDS})
+            rep.rows[cls] = row
+        rep.memory = {k: _int(obj["memory"][k], f"{where}: memory.{k}") for k in MEMORY}
+    except (KeyError, TypeError) as e:
+        raise ToolError(f"{where}: malformed report (missing {e})")
+    return rep
+
+
+def parse(text: str, source: str = "<stdin>") -> list[Report]:
+    """Every report in text, in order."""
+    reports: list[Report] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        if _HEADER.search(lines[i]):
+            rep, i = _parse_text(lines, i, source)
+            reports.append(rep)
+        else:
+            i += 1
+    dec = json.JSONDecoder()
+    for m in _JSON.finditer(text):
+        line = text.count("\n", 0, m.start()) + 1
+        try:
+            obj, _ = dec.raw_decode(text, m.start())
+        except json.JSONDecodeError as e:
+            raise ToolError(f"{source}:{line}: malformed JSON report: {e.msg} "
+                            f"(line {e.lineno}, column {e.colno})")
+        reports.append(_parse_json(obj, f"{source}:{line}"))
+    if not reports:
+        raise ToolError(f"{source}: no hz-stats report found (expected the output of "
+                        "HZ_STATS=1 or HZ_STATS=json)")
+    return reports
+
+
+def merge(reports: list[Report]) -> Report:
+    kinds = {(r.allocator, r.level) for r in reports}
+    if len(kinds) > 1:
+        raise ToolError("reports of different allocators or levels: "
+                        + ", ".join(f"{a} ({lv})" for a, lv in sorted(kinds)))
+    out = Report(reports[0].allocator, reports[0].level, count=len(reports))
+    for r in reports:
+        for cls, row in r.rows.items():
+            acc = out.rows.setdefault(cls, {"size": row["size"], **dict.fromkeys(FIELDS, 0)})
+            for f in FIELDS:
+                acc[f] += row[f]
+        for k, v in r.memory.items():
+            out.memory[k] = out.memory.get(k, 0) + v
+    out.rows = dict(sorted(out.rows.items(), key=lambda kv: -1 if kv[0] == "all" else kv[0]))
+    return out
+
+
+# ---------------------------------------------------------------- output
+
+def pct(num: int, den: int) -> str:
+    return f"{100.0 * num / den:.1f}" if den else "-"
+
+
+def derived(row: dict) -> dict:
+    return {"t0_hit_pct": pct(row["alloc"] - row["miss"], row["alloc"]),
+            "refill_from_cache_pct": pct(row["refill_cache"],
+                                         row["refill_cache"] + row["refill_slab"])}
+
+
+def human(n: int) -> str:
+    for unit, mult in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= mult:
+            return f"{n / mult:.1f} {unit}"
+    return f"{n} B"
+
+
+def render_table(rep: Report) -> str:
+    header = ["class", "size", "alloc", "free", "t0 hit%", "miss", "refill cache", "refill slab",
+              "from cache%", "drain cache", "drain slab", "remote out", "remote in"]
+    rows, total = [], dict.fromkeys(FIELDS, 0)
+
+    def line(cls, size, r):
+        d = derived(r)
+        return [cls, size, r["alloc"], r["free"], d["t0_hit_pct"], r["miss"], r["refill_cache"],
+                r["refill_slab"], d["refill_from_cache_pct"], r["drain_cache"], r["drain_slab"],
+                r["remote_out"], r["remote_in"]]
+
+    for cls, r in rep.rows.items():
+        if not any(r[f] for f in FIELDS):
+            continue
+        for f in FIELDS:
+            total[f] += r[f]
+        rows.append(line(cls, "-" if r["size"] is None else r["size"], r))
+    if len(rows) > 1:
+        rows.append(line("total", "", total))
+    mem = rep.memory
+    out = [f"hz-stats: allocator {rep.allocator}, level {rep.level}"
+           + (f", {rep.count} reports summed" if rep.count > 1 else "")]
+    out += table(header, rows) if rows else ["(no allocations counted)"]
+    out.append(f"memory: segments mapped {mem['segments_mapped']}, released "
+               f"{mem['segments_released']}; large mappings {mem['large_mapped']}, released "
+               f"{mem['large_released']}; mapped at exit {human(mem['bytes_mapped_now'])}, peak "
+               f"{human(mem['bytes_mapped_peak'])}"
+               + (" (sum of the processes' peaks)" if rep.count > 1 else "")
+               + f"; returned to the OS (purged) {human(mem['bytes_purged'])}")
+    return "\n".join(out) + "\n"
+
+
+def plot(rep: Report, path: Path) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ToolError("--plot needs matplotlib (pip install matplotlib)")
+    rows = [(cls, r) for cls, r in rep.rows.items() if any(r[f] for f in FIELDS)]
+    labels = [str(r["size"]) if r["size"] is not None else "all" for _, r in rows]
+    x = list(range(len(rows)))
+    fig, ax = plt.subplots(2, 2, figsize=(max(10, len(rows) * 0.35 + 4), 8))
+    hit = [100.0 * (r["alloc"] - r["miss"]) / r["alloc"] if r["alloc"] else 0 for _, r in rows]
+    ax[0][0].bar(x, hit, color="tab:green")
+    ax[0][0].set_ylim(0, 100)
+    ax[0][0].set_title("tier 0 hit rate (alloc - miss) / alloc, %")
+
+    def stacked(a, fields, title):
+        bottom = [0] * len(rows)
+        for f in fields:
+            vals = [r[f] for _, r in rows]
+            a.bar(x, vals, bottom=bottom, label=f)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        a.set_title(title)
+        a.legend(fontsize=8)
+    stacked(ax[0][1], ("refill_cache", "refill_slab"), "refills: from the cache tier below / the slab")
+    stacked(ax[1][0], ("drain_cache", "drain_slab", "remote_out", "remote_in"),
+            "drains and remote frees")
+    for a in (ax[0][0], ax[0][1], ax[1][0]):
+        a.set_xticks(x)
+        a.set_xticklabels(labels, rotation=90, fontsize=7)
+        a.set_xlabel("class size (bytes)")
+    mem = rep.memory
+    names = ["mapped peak", "mapped at exit", "purged"]
+    ax[1][1].bar(names, [mem["bytes_mapped_peak"] / 2**20, mem["bytes_mapped_now"] / 2**20,
+                         mem["bytes_purged"] / 2**20], color="tab:blue")
+    ax[1][1].set_title(f"memory, MiB (segments {mem['segments_mapped']} mapped / "
+                       f"{mem['segments_released']} released; large {mem['large_mapped']} / "
+                       f"{mem['large_released']})", fontsize=9)
+    fig.suptitle(f"hz-stats: {rep.allocator} ({rep.level})")
+    fig.tight_layout()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    except OSError as e:
+        plt.close(fig)
+        raise ToolError(f"--plot {path}: {e.strerror or e}")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", nargs="?", default="-", metavar="FILE",
+                   help="the report (HZ_STATS_FILE, or captured stderr); - or absent: stdin")
+    p.add_argument("--plot", metavar="PNG", type=Path, help="also draw the report as a PNG chart")
+
+
+@guarded("stats")
+def run(args) -> int:
+    if args.file == "-":
+        text, source = sys.stdin.read(), "<stdin>"
+    else:
+        try:
+            text, source = Path(args.file).read_text(errors="replace"), args.file
+        except FileNotFoundError:
+            raise ToolError(f"{args.file}: no such file")
+        except OSError as e:
+            raise ToolError(f"{args.file}: cannot read: {e.strerror}")
+    reports = parse(text, source)
+    rep = merge(reports)
+    if rep.count > 1:
+        print(f"hzgen stats: {rep.count} reports (one per process) summed", file=sys.stderr)
+    sys.stdout.write(render_table(rep))
+    if args.plot:
+        plot(rep, args.plot)
+        print(f"hzgen stats: wrote {args.plot}", file=sys.stderr)
+    return 0
