@@ -43,9 +43,11 @@ class Tier:
 def make_tier(kind: str, params: dict, sizes: list) -> Tier:
     cap, budget = params["capacity"], params["max_bytes"]
     caps = tuple(min(cap, max(1, budget // s)) if budget else cap for s in sizes)
+    # a batch never moves more than half of a class's limit, so a full or empty tier keeps
+    # (or gets) some blocks in both directions instead of thrashing between 0 and the limit
     return Tier(kind, cap, caps,
-                tuple(max(1, min(params["refill_batch"], c)) for c in caps),
-                tuple(max(1, min(params["drain_batch"], c)) for c in caps))
+                tuple(max(1, min(params["refill_batch"], (c + 1) // 2)) for c in caps),
+                tuple(max(1, min(params["drain_batch"], (c + 1) // 2)) for c in caps))
 
 
 @dataclass(frozen=True)

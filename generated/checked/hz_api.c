@@ -69,7 +69,6 @@ HZ_NOINLINE void *hz_alloc_miss(hz_heap *h, uint32_t cls)
   HZ_STAT(h, alloc, cls, 1);   /* counted here, on a real heap, for every allocation that missed */
   HZ_STAT(h, miss, cls, 1);
   hz_outbox_flush_all(h);   /* blocks we hold for others go home while we are on a slow path */
-  hz_maybe_purge();
   hz_remote_collect(h, cls);
   void *p = hz_alloc_fast(h, cls);
   if (!p) p = hz_refill_and_pop(h, cls);

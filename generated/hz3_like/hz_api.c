@@ -67,7 +67,6 @@ HZ_NOINLINE void *hz_alloc_miss(hz_heap *h, uint32_t cls)
     if (!h) { errno = ENOMEM; return NULL; }
   }
   hz_outbox_flush_all(h);   /* blocks we hold for others go home while we are on a slow path */
-  hz_maybe_purge();
   hz_remote_collect(h, cls);
   void *p = hz_alloc_fast(h, cls);
   if (!p) p = hz_refill_and_pop(h, cls);

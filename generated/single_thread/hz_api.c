@@ -66,7 +66,6 @@ HZ_NOINLINE void *hz_alloc_miss(hz_heap *h, uint32_t cls)
   static int ready;           /* the one heap is static: its tier limits are set on first use */
   if (HZ_UNLIKELY(!ready)) { hz_front_init(h); ready = 1; }
   HZ_STAT(h, miss, cls, 1);
-  hz_maybe_purge();
   hz_remote_collect(h, cls);
   void *p = hz_alloc_fast(h, cls);
   if (!p) p = hz_refill_and_pop(h, cls);

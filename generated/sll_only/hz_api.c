@@ -66,7 +66,6 @@ HZ_NOINLINE void *hz_alloc_miss(hz_heap *h, uint32_t cls)
     h = hz_heap_acquire();
     if (!h) { errno = ENOMEM; return NULL; }
   }
-  hz_maybe_purge();
   hz_remote_collect(h, cls);
   void *p = hz_alloc_fast(h, cls);
   if (!p) p = hz_refill_and_pop(h, cls);

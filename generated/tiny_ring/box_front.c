@@ -134,8 +134,8 @@ HZ_INLINE void hz_r0_free_fast(hz_heap *h, uint32_t cls, void *p)
 }
 /* ======== range 1: sll -> superslab */
 static const uint16_t hz_r1_t0_cap[32] = { 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 25, 21, 18, 16, 12, 10, 9, 8, 6, 5, 4, 4, 3, 2, 2, 2, 1, 1, 1, 1 };
-static const uint16_t hz_r1_t0_refill[32] = { 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 6, 5, 4, 4, 3, 2, 2, 2, 1, 1, 1, 1 };
-static const uint16_t hz_r1_t0_drain[32] = { 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 12, 10, 9, 8, 6, 5, 4, 4, 3, 2, 2, 2, 1, 1, 1, 1 };
+static const uint16_t hz_r1_t0_refill[32] = { 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 6, 5, 5, 4, 3, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1 };
+static const uint16_t hz_r1_t0_drain[32] = { 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 13, 11, 9, 8, 6, 5, 5, 4, 3, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1 };
 #define HZ_R1_T0_CAP(i) (c->t0.cap)   /* per class, set by hz_front_init */
 #define HZ_R1_T0_REFILL(i) ((uint32_t)hz_r1_t0_refill[(i)])
 #define HZ_R1_T0_DRAIN(i) ((uint32_t)hz_r1_t0_drain[(i)])
