@@ -5,8 +5,9 @@ given specs into LD_PRELOAD libraries, and runs every workload variant under
 every allocator (the specs plus peer allocators: glibc, mimalloc, jemalloc,
 tcmalloc), alternating allocators run by run (A B C A B C ...).  Reports the
 median ops/s, the median of the paired ratios to a baseline allocator, peak
-RSS, and, where ``perf`` can count instructions, instructions per
-malloc+free pair for the ``tiny`` workloads.
+RSS, and instructions per malloc+free pair for the ``tiny`` workloads,
+counted by ``perf stat`` where the hardware counters are available and
+otherwise by valgrind's callgrind (a simulated, deterministic count).
 
 Entry points for the CLI: :func:`add_arguments` and :func:`run`.
 """
@@ -481,18 +482,146 @@ def perf_instructions_event() -> Optional[str]:
     return None
 
 
-def instructions_per_pair(exe: Path, variant: Variant, alloc: Allocator, event: str,
-                          pairs: int, timeout: float) -> Optional[float]:
+# callgrind ----------------------------------------------------------------
+#
+# Fallback where perf cannot count (VMs without a virtual PMU): valgrind's
+# callgrind counts the instructions the program executes ("Ir") on its
+# simulated CPU.  The count is deterministic for the same binary and input
+# (to within a few hundred instructions of start-up noise, which the N/2N
+# difference cancels), but it is valgrind's CPU: CPUID-dispatched code and
+# features valgrind lacks (rseq, for one) may take other paths than on the
+# real machine.
+#
+# The allocator must reach the workload and nothing else.  The workload
+# command is ``env LD_PRELOAD=lib exe ...`` (as for the timed runs) and
+# valgrind follows env's exec into the workload (--trace-children=yes); only
+# the process that exits reports its count, so the figure is the
+# workload's.  valgrind itself (the /usr/bin/valgrind wrapper script and its
+# launcher) runs with LD_PRELOAD removed from its environment; valgrind
+# prepends its own vgpreload_core to the client's LD_PRELOAD, which does not
+# replace malloc under callgrind.
+
+CALLGRIND_OPTS = ("--tool=callgrind", "--trace-children=yes", "--callgrind-out-file=/dev/null")
+
+
+def parse_callgrind_collected(text: str) -> Optional[int]:
+    """The instruction count in callgrind's ``==PID== Collected : N`` line(s)
+    (valgrind's stderr), summed over the traced processes that reported one;
+    None if there is none."""
+    total, found = 0, False
+    for line in text.splitlines():
+        if not line.startswith("=="):
+            continue
+        body = line.split("==", 2)[-1].strip()
+        if not body.startswith("Collected"):
+            continue
+        key, _, value = body.partition(":")
+        if key.strip() != "Collected":
+            continue
+        try:
+            total += int(value.split()[0])
+            found = True
+        except (ValueError, IndexError):
+            return None
+    return total if found else None
+
+
+def _callgrind_run(cmd: list[str], timeout: float) -> tuple[Optional[int], Proc | str]:
+    """Run cmd under callgrind: (instructions, process), or (None, why)."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None, "valgrind is not installed"
+    try:
+        p = spawn([valgrind, *CALLGRIND_OPTS, *cmd], timeout)
+    except OSError as e:
+        return None, f"cannot run {valgrind}: {e}"
+    if p.timed_out:
+        return None, f"timed out after {timeout:g} s"
+    if p.returncode != 0:
+        return None, f"exit status {p.returncode}: {_tail(p.stderr)}"
+    n = parse_callgrind_collected(p.stderr)
+    if n is None:
+        return None, f"no 'Collected' line from callgrind: {_tail(p.stderr)}"
+    return n, p
+
+
+def callgrind_version() -> Optional[str]:
+    """``valgrind-X.Y.Z`` if valgrind's callgrind can count instructions
+    here (a trial run of true(1) reports a positive count), else None."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    true = shutil.which("true") or "/bin/true"
+    n, _ = _callgrind_run([true], 60)
+    if not n or n <= 0:
+        return None
+    try:
+        out = subprocess.run([valgrind, "--version"], capture_output=True, text=True,
+                             timeout=30, env=_clean_env()).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    return out or "valgrind"
+
+
+# instructions per pair ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InstrCounter:
+    """How instructions are counted: ``perf`` (hardware counter ``event``)
+    or ``callgrind`` (valgrind ``version``)."""
+
+    method: str  # "perf" or "callgrind"
+    event: Optional[str] = None  # perf event
+    version: Optional[str] = None  # valgrind version, for callgrind
+
+    def count(self, cmd: list[str], timeout: float) -> tuple[Optional[int], Proc | str]:
+        """(instructions, process) of one run of cmd, or (None, why)."""
+        if self.method == "perf":
+            assert self.event is not None
+            r = _perf_run(cmd, self.event, timeout)
+            return (None, "perf could not count") if r is None else r
+        return _callgrind_run(cmd, timeout)
+
+    def describe(self) -> str:
+        if self.method == "perf":
+            return f"perf {self.event}"
+        return f"callgrind ({self.version or 'valgrind'}, simulated CPU)"
+
+
+def instruction_counter() -> Optional[InstrCounter]:
+    """perf where it can count instructions, else callgrind where valgrind
+    is installed and works, else None."""
+    event = perf_instructions_event()
+    if event:
+        return InstrCounter("perf", event=event)
+    version = callgrind_version()
+    if version:
+        return InstrCounter("callgrind", version=version)
+    return None
+
+
+def instructions_per_pair(exe: Path, variant: Variant, alloc: Allocator,
+                          counter: InstrCounter | str, pairs: int, timeout: float,
+                          errors: Optional[list[str]] = None) -> Optional[float]:
     """(instructions(2N pairs) - instructions(N pairs)) / (ops(2N) - ops(N)):
-    start-up and tear-down cost cancel out."""
+    start-up and tear-down cost cancel out.  ``counter`` is an InstrCounter
+    or a perf event name.  Why a count failed is appended to ``errors``."""
+    if isinstance(counter, str):
+        counter = InstrCounter("perf", event=counter)
     counts, ops = [], []
     for n in (pairs, 2 * pairs):
         cmd = workload_command(exe, variant, alloc, 1.0, ("-n", str(n)))
-        r = _perf_run(cmd, event, timeout)
-        if r is None:
+        count, proc = counter.count(cmd, timeout)
+        if count is None or not isinstance(proc, Proc):
+            if errors is not None:
+                errors.append(str(proc))
             return None
+        r = (count, proc)
         res = parse_result(r[1].stdout)
         if res is None or not isinstance(res.get("ops"), int):
+            if errors is not None:
+                errors.append(f"no RESULT line in output: {_tail(r[1].stdout + r[1].stderr)}")
             return None
         counts.append(r[0])
         ops.append(res["ops"])
@@ -615,6 +744,20 @@ def _fmt_kb(kb: Optional[float]) -> str:
     return f"{kb / 1024:.1f} MiB"
 
 
+def _instr_note(meta: dict[str, Any]) -> str:
+    """How instr/pair was measured, for the table footer."""
+    method = meta.get("instructions_method")
+    if method is None and meta.get("perf_event"):  # results written before callgrind
+        method = "perf"
+    if method == "perf":
+        return f"perf {meta['perf_event']}"
+    if method == "callgrind":
+        what = meta.get("instructions_counter") or "callgrind"
+        pairs = meta.get("instr_pairs")
+        return what + (f", {pairs} vs {2 * pairs} pairs" if pairs else "")
+    return "n/a (neither perf nor valgrind's callgrind can count instructions here)"
+
+
 def render_table(result: dict[str, Any]) -> str:
     baseline = result["meta"]["baseline"]
     header = ["workload", "allocator", "ops/s", f"vs {baseline}", "spread", "peak RSS",
@@ -669,7 +812,7 @@ def render_table(result: dict[str, Any]) -> str:
     out.append(f"median of {meta['pairs']} runs per allocator (prodcons: {2 * meta['pairs']}); "
                f"ratio = median of paired ratios to {baseline}; "
                f"peak RSS from {meta['rss_source']}; "
-               f"instr/pair: {'perf ' + meta['perf_event'] if meta['perf_event'] else 'n/a (perf cannot count instructions here)'}"
+               f"instr/pair: {_instr_note(meta)}"
                + (f"; scale {meta['scale']:g}" if meta["scale"] != 1.0 else ""))
     return "\n".join(out)
 
@@ -803,12 +946,13 @@ def _run(args: argparse.Namespace, build_spec: Optional[Callable[[Any], Any]]) -
         raise BenchError(f"unknown baseline {baseline!r}{hint}; allocators: {', '.join(names)}")
 
     use_time = os.access(TIME_TOOL, os.X_OK)
-    perf_event = perf_instructions_event() if any(v.instructions for v in variants) else None
+    counter = instruction_counter() if any(v.instructions for v in variants) else None
+    perf_event = counter.event if counter is not None else None
     instr_pairs = max(1024, int(INSTR_PAIRS * min(scale, 1.0)) // 128 * 128)
 
     # ---- run
     total = sum(pairs * v.pair_factor * len(allocators) for v in variants)
-    if perf_event:
+    if counter is not None:
         total += sum(len(allocators) for v in variants if v.instructions)
     progress = Progress(total)
     workloads: dict[str, Any] = {}
@@ -830,11 +974,18 @@ def _run(args: argparse.Namespace, build_spec: Optional[Callable[[Any], Any]]) -
             ipp: dict[str, Optional[float]] = {}
             if v.instructions:
                 for a in allocators:
-                    if perf_event:
-                        progress.step(f"{v.name} {a.name} (perf)")
-                        ipp[a.name] = instructions_per_pair(exes[v.program], v, a, perf_event,
-                                                            instr_pairs, timeout)
+                    if counter is not None:
+                        progress.step(f"{v.name} {a.name} ({counter.method})")
+                        why: list[str] = []
+                        ipp[a.name] = instructions_per_pair(exes[v.program], v, a, counter,
+                                                            instr_pairs, timeout, why)
                         progress.advance()
+                        if ipp[a.name] is None and counter.method == "callgrind":
+                            # not a failed run: the table shows n/a
+                            progress.close()
+                            print(f"hzgen bench: callgrind could not count {v.name} under "
+                                  f"{a.name}: {why[-1] if why else 'unknown error'}",
+                                  file=sys.stderr)
                     else:
                         ipp[a.name] = None
             w = {
@@ -866,8 +1017,10 @@ def _run(args: argparse.Namespace, build_spec: Optional[Callable[[Any], Any]]) -
             "baseline": baseline,
             "allocator_names": names,
             "rss_source": "/usr/bin/time %M" if use_time else "wait4 ru_maxrss",
+            "instructions_method": counter.method if counter is not None else None,
+            "instructions_counter": counter.describe() if counter is not None else None,
             "perf_event": perf_event,
-            "instr_pairs": instr_pairs if perf_event else None,
+            "instr_pairs": instr_pairs if counter is not None else None,
             "cflags": CFLAGS,
         },
         "allocators": [a.to_json() for a in allocators],

@@ -194,7 +194,8 @@ def fast_paths(m: Model) -> dict[str, list[str]]:
     alloc.append("miss -> hz_alloc_miss (refill boundary): " + (
         "a thread's first call adopts or maps a heap; " if m.threads else "") + (
         "flush outgoing remote batches; " if m.remote["strategy"] == "owner_stash" else "") +
-        "maybe purge; collect remote frees; refill tier 0 down the chain")
+        "collect remote frees; refill tier 0 down the chain (a new slab may first purge "
+        "slabs whose release delay has passed)")
     if m.checks_on:
         free.append("hz_check_free (free boundary): slab in use"
                     + (", p is a block start" if m.checks["invalid_free"] else "")

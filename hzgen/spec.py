@@ -262,10 +262,12 @@ class _Checker:
             return v
         raise AssertionError(k)
 
-    def section(self, table: list[O.Option], section: str, given: Any, keypath: tuple) -> dict:
-        """Validate the keys of one mapping against the table; returns it with defaults."""
+    def section(self, table: list[O.Option], section: str, given: Any, keypath: tuple,
+                label: str | None = None) -> dict:
+        """Validate the keys of one mapping against the table; returns it with defaults.
+        `label` is how messages name the mapping (default: the section's dotted path)."""
         kids = O.children(table, section)
-        label = section or "spec"
+        label = label or section or "spec"
         if not isinstance(given, dict):
             self.error(keypath, f"{label}: expected a mapping, got {given!r}")
             given = {}
@@ -275,7 +277,7 @@ class _Checker:
                 self.key_error(keypath + (key,), f"unknown key '{key}' in {label} "
                                              f"(known: {', '.join(sorted(kids))})")
         for key, opt in kids.items():
-            full = f"{section}.{key}" if section else key
+            full = f"{label}.{key}" if section or label != "spec" else key
             kp = keypath + (key,)
             if opt.kind == O.SECTION:
                 continue  # sections are handled by their owners
@@ -426,8 +428,8 @@ def _tiers(c: _Checker, raw: Any, sizes: list[int], small_max: int | None) -> li
     out = []
     for i, entry in enumerate(raw):
         kp = ("tiers", i)
-        t = c.section(O.TIER_OPTIONS, "", entry, kp)
         label = f"tiers[{i}]"
+        t = c.section(O.TIER_OPTIONS, "", entry, kp, label=label)
         rng = t.get("range")
         if not (isinstance(rng, list) and len(rng) == 2 and all(parse_size(x) for x in rng)):
             c.error(kp + ("range",), f"{label}.range: expected [lo, hi] sizes, got {rng!r}")
@@ -457,7 +459,8 @@ def _tiers(c: _Checker, raw: Any, sizes: list[int], small_max: int | None) -> li
                 c.key_error(kp + (kind,), f"{label}.{kind}: settings given but {kind} is not in "
                             "the chain")
             if kind in caches:
-                params = c.section(O.TIER_OPTIONS, kind, given.get(kind, {}), kp + (kind,))
+                params = c.section(O.TIER_OPTIONS, kind, given.get(kind, {}), kp + (kind,),
+                                   label=f"{label}.{kind}")
                 cap = params.get("capacity")
                 for b in ("refill_batch", "drain_batch"):
                     if cap and params.get(b) and params[b] > cap:

@@ -4,8 +4,10 @@ The end-to-end test runs every workload at a tiny scale with glibc and one
 fake spec.  The fake spec's "allocator" is a preload library that only
 records that it was loaded, so the test can check LD_PRELOAD reaches the
 workloads (and only them).  A stand-in `perf` makes the instructions-per-
-pair arithmetic testable on machines without hardware counters.  Timing
-is never asserted.
+pair arithmetic testable on machines without hardware counters, and a
+stand-in `valgrind` the callgrind fallback; where valgrind is installed the
+real callgrind path is run too (at a small pair count).  Timing is never
+asserted.
 """
 
 from __future__ import annotations
@@ -51,6 +53,52 @@ for a in "$@"; do [ "$prev" = "-n" ] && n="$a"; prev="$a"; done
 rc=$?
 echo "$((1000 + 50 * n)),,instructions,1000,100.00,," > "$out"
 exit $rc
+"""
+
+# `perf` in a VM without a PMU: exits 0 but cannot count.
+FAKE_PERF_UNSUPPORTED = r"""#!/bin/sh
+out=""
+while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
+    if [ "$1" = "-o" ]; then shift; out="$1"; fi
+    shift
+done
+shift
+"$@"
+rc=$?
+echo "<not supported>,,instructions,0,100.00,," > "$out"
+exit $rc
+"""
+
+# Stand-in for `valgrind --tool=callgrind [OPTIONS] CMD...`: runs CMD and
+# reports 2000 + 70 * (the value of CMD's -n option) instructions the way
+# callgrind does, on stderr.
+FAKE_VALGRIND = r"""#!/bin/sh
+while [ "$#" -gt 0 ]; do
+    case "$1" in
+    --version) echo valgrind-0.fake; exit 0 ;;
+    -*) shift ;;
+    *) break ;;
+    esac
+done
+n=0; prev=""
+for a in "$@"; do [ "$prev" = "-n" ] && n="$a"; prev="$a"; done
+"$@"
+rc=$?
+echo "==4242== Events    : Ir" >&2
+echo "==4242== Collected : $((2000 + 70 * n))" >&2
+echo "==4242== " >&2
+echo "==4242== I   refs:      $((2000 + 70 * n))" >&2
+exit $rc
+"""
+
+CALLGRIND_STDERR = """==22986== Callgrind, a call-graph generating cache profiler
+==22986== Command: build/bench/tiny -z 16 -n 131072
+==22986==
+RESULT-like noise from the workload: Collected : 99
+==22986== Events    : Ir
+==22986== Collected : 25905697
+==22986==
+==22986== I   refs:      25,905,697
 """
 
 
@@ -126,6 +174,8 @@ def test_suite_end_to_end(tmp_path, spec_file, private_build_dir, monkeypatch, c
     assert data["meta"]["baseline"] == "fakespec"
     assert data["meta"]["allocator_names"] == ["fakespec", "glibc"]
     assert data["meta"]["perf_event"] == "instructions"
+    assert data["meta"]["instructions_method"] == "perf"
+    assert "instr/pair: perf instructions" in captured.out
     assert list(data["workloads"]) == all_names
     for name, w in data["workloads"].items():
         v = bench.VARIANT_BY_NAME[name]
@@ -287,3 +337,124 @@ def test_summary_uses_paired_ratios():
     assert (sm["ratio_min"]["other"], sm["ratio_max"]["other"]) == (1.0, 2.0)
     assert sm["failures"] == {"base": 0, "other": 1}
     assert sm["fields_median"]["base"]["rss_after_free_kb"] == 100.0
+
+
+# --------------------------------------------------------------------------
+# Instructions per pair without perf: the callgrind fallback
+
+
+def _marker_lib(tmp_path: Path) -> tuple[Path, Path]:
+    marker = tmp_path / "preloaded.txt"
+    src = tmp_path / "marker.c"
+    src.write_text(MARKER_C)
+    lib = tmp_path / "libmarker.so"
+    subprocess.run(["cc", "-shared", "-fPIC", f'-DMARK="{marker}"', "-o", str(lib), str(src)],
+                   check=True)
+    return lib, marker
+
+
+def _fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **scripts: str) -> None:
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir()
+    for name, text in scripts.items():
+        tool = fakebin / name
+        tool.write_text(text)
+        tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{fakebin}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def test_parse_callgrind_collected():
+    assert bench.parse_callgrind_collected(CALLGRIND_STDERR) == 25905697
+    assert bench.parse_callgrind_collected("==1== Collected : 10\n==2== Collected : 5\n") == 15
+    assert bench.parse_callgrind_collected("==1== Events    : Ir\n") is None
+    assert bench.parse_callgrind_collected("") is None
+
+
+@needs_cc
+def test_callgrind_fallback_when_perf_cannot_count(tmp_path, spec_file, private_build_dir,
+                                                   monkeypatch, capsys):
+    lib, marker = _marker_lib(tmp_path)
+    _fake_tools(tmp_path, monkeypatch, perf=FAKE_PERF_UNSUPPORTED, valgrind=FAKE_VALGRIND)
+    out_json = tmp_path / "out.json"
+    args = parse([str(spec_file), "--peers", "glibc", "--workloads", "tiny16,mixed",
+                  "--pairs", "1", "--scale", "0.02", "--json", str(out_json)])
+    rc = bench.run(args, build_spec=fake_builder(override=lib))
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    data = json.loads(out_json.read_text())
+    meta = data["meta"]
+    assert meta["instructions_method"] == "callgrind"
+    assert meta["perf_event"] is None
+    assert meta["instructions_counter"].startswith("callgrind (valgrind-0.fake")
+    pairs = meta["instr_pairs"]
+    assert pairs % 128 == 0 and pairs >= 1024
+    # fake callgrind: 70 instructions per -n unit
+    ipp = data["workloads"]["tiny16"]["instructions_per_pair"]
+    assert ipp == {"fakespec": pytest.approx(70.0), "glibc": pytest.approx(70.0)}
+    assert data["workloads"]["mixed"]["instructions_per_pair"] == {}
+    assert f"instr/pair: callgrind (valgrind-0.fake, simulated CPU), {pairs} vs {2 * pairs} pairs" \
+        in captured.out
+    tiny_rows = [line for line in captured.out.splitlines()
+                 if line.startswith("tiny16") or line.lstrip().startswith("glibc")][:2]
+    assert all(row.split()[-1] == "70.0" for row in tiny_rows), tiny_rows
+    # the spec's library reached its timed runs (tiny16, mixed) and its two
+    # counted runs, and not the (fake) valgrind, the probe or glibc's runs
+    assert len(marker.read_text().splitlines()) == 2 + 2
+
+
+@needs_cc
+def test_no_instruction_counter_shows_na(spec_file, private_build_dir, monkeypatch, tmp_path,
+                                         capsys):
+    monkeypatch.setattr(bench, "perf_instructions_event", lambda: None)
+    monkeypatch.setattr(bench, "callgrind_version", lambda: None)
+    out_json = tmp_path / "out.json"
+    rc = bench.run(parse([str(spec_file), "--peers", "glibc", "--workloads", "tiny16",
+                          "--pairs", "1", "--scale", "0.02", "--json", str(out_json)]),
+                   build_spec=fake_builder())
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    data = json.loads(out_json.read_text())
+    assert data["meta"]["instructions_method"] is None and data["meta"]["instr_pairs"] is None
+    assert data["workloads"]["tiny16"]["instructions_per_pair"] == {"fakespec": None,
+                                                                     "glibc": None}
+    assert "instr/pair: n/a" in captured.out
+
+
+needs_valgrind = pytest.mark.skipif(shutil.which("valgrind") is None,
+                                    reason="needs valgrind (apt-get install valgrind)")
+
+
+@needs_cc
+@needs_valgrind
+def test_callgrind_counts_the_preloaded_allocator(tmp_path, private_build_dir):
+    """The real callgrind path, at a small pair count: glibc and one
+    installed peer give plausible, different counts, and LD_PRELOAD reaches
+    the counted workload but not valgrind."""
+    version = bench.callgrind_version()
+    assert version is not None and version.startswith("valgrind")
+    counter = bench.InstrCounter("callgrind", version=version)
+    exe = bench.compile_workloads(["tiny"])["tiny"]
+    v = bench.VARIANT_BY_NAME["tiny32"]
+    allocs = [bench.Allocator("glibc", "peer", None)]
+    for name in ("mimalloc", "jemalloc", "tcmalloc"):
+        path = bench.find_peer(name)
+        if path is not None:
+            allocs.append(bench.Allocator(name, "peer", path))
+            break
+    got = {}
+    for a in allocs:
+        errors: list[str] = []
+        ipp = bench.instructions_per_pair(exe, v, a, counter, 2048, 300, errors)
+        assert ipp is not None, (a.name, errors)
+        assert 10 < ipp < 1000, (a.name, ipp)
+        got[a.name] = ipp
+    if len(got) == 2:
+        assert abs(got["glibc"] - got[allocs[1].name]) > 1, got  # not both glibc
+
+    lib, marker = _marker_lib(tmp_path)
+    ipp = bench.instructions_per_pair(exe, v, bench.Allocator("m", "spec", lib), counter,
+                                      1024, 300)
+    assert ipp is not None and 10 < ipp < 1000
+    # one load per counted run (N and 2N): neither the valgrind wrapper
+    # script, its launcher nor env(1) had the library preloaded
+    assert len(marker.read_text().splitlines()) == 2

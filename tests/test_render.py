@@ -112,3 +112,10 @@ def test_templates_are_strict(tmp_path, monkeypatch):
     m = load_model(REPO / "specs" / "default.yaml")
     with pytest.raises(jinja2.UndefinedError):
         R.render(m, "x")
+
+
+def test_readme_spec_reference_is_generated_from_the_option_table():
+    from hzgen.docs import BEGIN, END, spec_reference
+    text = (REPO / "README.md").read_text()
+    block = BEGIN + text.split(BEGIN, 1)[1].split(END, 1)[0] + END
+    assert block == spec_reference(), "README spec reference is stale: run `python -m hzgen.docs`"
