@@ -30,8 +30,8 @@ test: setup
 	$(BIN)/python -m pytest -q -n 2 tests
 
 bench: setup
-	@command -v apt-get >/dev/null && { dpkg -s libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 time >/dev/null 2>&1 || \
-	  { apt-get update -qq && apt-get install -y -qq libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 time linux-perf; }; } || true
+	@command -v apt-get >/dev/null && { dpkg -s libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 time valgrind >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -qq libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 time linux-perf valgrind; }; } || true
 	$(BIN)/hzgen bench --json bench/results/latest.json --plot bench/results/latest.png
 
 generated: setup

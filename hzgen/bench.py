@@ -492,14 +492,17 @@ def perf_instructions_event() -> Optional[str]:
 # features valgrind lacks (rseq, for one) may take other paths than on the
 # real machine.
 #
-# The allocator must reach the workload and nothing else.  The workload
-# command is ``env LD_PRELOAD=lib exe ...`` (as for the timed runs) and
-# valgrind follows env's exec into the workload (--trace-children=yes); only
-# the process that exits reports its count, so the figure is the
-# workload's.  valgrind itself (the /usr/bin/valgrind wrapper script and its
-# launcher) runs with LD_PRELOAD removed from its environment; valgrind
-# prepends its own vgpreload_core to the client's LD_PRELOAD, which does not
-# replace malloc under callgrind.
+# The allocator must reach the workload, not valgrind.  valgrind is started
+# without LD_PRELOAD; its client is the same ``env LD_PRELOAD=lib exe ...``
+# command as in the timed runs, and --trace-children=yes follows env's exec
+# into the workload.  Only the process that exits reports a count, so the
+# figure is the workload's alone (env's share would cancel in the N/2N
+# difference anyway).  valgrind prepends its vgpreload_core to the client's
+# LD_PRELOAD; under callgrind that library does not replace malloc.  One
+# leak remains: to follow an exec, valgrind re-executes its small launcher
+# (valgrind.bin, which only picks the tool and execs it) with the client's
+# new environment, so the launcher loads the library too; the tool that
+# runs and counts the workload is a static executable and does not.
 
 CALLGRIND_OPTS = ("--tool=callgrind", "--trace-children=yes", "--callgrind-out-file=/dev/null")
 

@@ -96,6 +96,9 @@ OPTIONS: list[Option] = [
            lo=0, hi=60000),
     Option("backing.max_dirty", SIZE, 8 * MIB, "Most bytes of empty slabs waiting for the "
            "delayed release; past this they go back at once.", lo=0, hi=1 << 40),
+    Option("backing.dirty_share", FLOAT, 0.25, "Dirty slabs may also reach this share of "
+           "the slab memory in use before the oldest go back (the budget follows the heap: large "
+           "while it is busy, `max_dirty` once it is freed).", lo=0.0, hi=4.0),
     Option("backing.segment_cache", INT, 1, "Empty segments kept mapped (purged) for reuse.",
            lo=0, hi=64),
 
