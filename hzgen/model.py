@@ -67,6 +67,12 @@ class TierRange:
     def chain(self) -> tuple:
         return tuple(t.kind for t in self.caches) + ("superslab",)
 
+    @property
+    def cache_bytes(self) -> int:
+        """sizeof(hz_cache_rN) on LP64, as hz_internal.h lays it out (the C asserts it):
+        a ring is {u32 n, cap; void *slot[capacity]}, an sll {void *head; u32 n, cap}."""
+        return sum(8 + 8 * t.capacity if t.kind == "ring" else 16 for t in self.caches)
+
 
 @dataclass
 class Model:
@@ -88,6 +94,19 @@ class Model:
     stats: dict
     checks: dict
     raw: dict = field(repr=False, default_factory=dict)
+
+    def range_offset(self, r: TierRange) -> int:
+        """offsetof(hz_heap, rN): the range arrays come first in the heap, in order."""
+        return sum(x.cache_bytes * x.nclasses for x in self.ranges[:r.index])
+
+    @property
+    def cache_offsets(self) -> list:
+        """Byte offset of each class's cache in a heap: malloc indexes the heap with it directly."""
+        out = []
+        for c in self.classes:
+            r = self.ranges[c.range_index]
+            out.append(self.range_offset(r) + (c.index - r.first_class) * r.cache_bytes)
+        return out
 
     @property
     def units_per_segment(self) -> int:

@@ -78,8 +78,8 @@ def test_checks_off_leaves_no_check_code(spec_path, model, in_repo):
 
 def test_one_range_has_no_range_dispatch(spec_path, model, in_repo):
     _, files = render_spec(spec_path.relative_to(REPO))
-    fast = files["box_front.c"].split("HZ_INLINE void *hz_alloc_fast", 1)[1].split("}", 1)[0]
-    assert fast.count("if (cls <=") == len(model.ranges) - 1
+    fast = files["box_front.c"].split("HZ_INLINE void *hz_alloc_fast_at", 1)[1].split("}", 1)[0]
+    assert fast.count("if (off <") == len(model.ranges) - 1
 
 
 def test_remote_strategy_code_is_only_the_chosen_one(spec_path, model, in_repo):

@@ -251,7 +251,7 @@ def test_inspect_default_malloc_is_two_branches(inspected):
     _, r = inspected["default"]
     mal = r["source"]["malloc"]
     assert mal["branches"] == 2 and mal["loops"] == 0 and mal["calls"] == []
-    assert mal["inlined"][-1] == "hz_r0_t0_pop"
+    assert "hz_r0_t0_pop" in mal["inlined"]
     assert r["machine"]["malloc"]["cond_jumps"] <= 2
     assert r["machine"]["malloc"]["path_to_ret"]["instructions"] <= 24
 

@@ -10,21 +10,24 @@
 static const uint16_t hz_r0_t0_cap[56] = { 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 204, 170, 146, 128, 102, 85, 73, 64, 51, 42, 36, 32, 25, 21, 18, 16, 12, 10, 9, 8, 6, 5, 4, 4, 3, 2, 2, 2, 1, 1, 1, 1 };
 static const uint16_t hz_r0_t0_refill[56] = { 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 26, 21, 18, 16, 13, 11, 9, 8, 6, 5, 5, 4, 3, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1 };
 static const uint16_t hz_r0_t0_drain[56] = { 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 102, 85, 73, 64, 51, 43, 37, 32, 26, 21, 18, 16, 13, 11, 9, 8, 6, 5, 5, 4, 3, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1 };
-#define HZ_R0_T0_CAP(i) (c->t0.cap)   /* per class, set by hz_front_init */
 #define HZ_R0_T0_REFILL(i) ((uint32_t)hz_r0_t0_refill[(i)])
 #define HZ_R0_T0_DRAIN(i) ((uint32_t)hz_r0_t0_drain[(i)])
+/* an sll counts down the room it has left: the free path's limit test is one decrement */
+#define HZ_R0_T0_EMPTY(c) (!(c)->t0.head)
+#define HZ_R0_T0_FULL(c, i) (!(c)->t0.room)
 HZ_INLINE void *hz_r0_t0_pop(hz_cache_r0 *c)
 {
   hz_block *b = c->t0.head;
-  if (HZ_LIKELY(b)) { c->t0.head = b->next; c->t0.n--; }
+  if (HZ_LIKELY(b)) { c->t0.head = b->next; c->t0.room++; }
   return b;
 }
+/* push onto a tier that has room */
 HZ_INLINE void hz_r0_t0_push(hz_cache_r0 *c, void *p)
 {
   hz_block *b = (hz_block *)p;
   b->next = c->t0.head;
   c->t0.head = b;
-  c->t0.n++;
+  c->t0.room--;
 }
 
 /* refill boundary: tier 0 (sll) is empty */
@@ -88,18 +91,31 @@ HZ_NOINLINE void hz_r0_free_overflow(hz_heap *h, hz_cache_r0 *c, uint32_t cls, v
   hz_r0_t0_push(c, p);
 }
 
-/* local free: push on tier 0 */
-HZ_INLINE void hz_r0_free_fast(hz_heap *h, uint32_t cls, void *p)
+/* local free: push on tier 0 of the cache c (of class cls) */
+HZ_INLINE void hz_r0_free_to(hz_heap *h, hz_cache_r0 *c, const uint32_t *cls, void *p)
 {
-  hz_cache_r0 *c = &h->r0[cls - 0u];
-  if (HZ_UNLIKELY(c->t0.n >= HZ_R0_T0_CAP(cls - 0u))) {
-    hz_r0_free_overflow(h, c, cls, p);
+  if (HZ_UNLIKELY(--c->t0.room < 0)) {     /* one decrement-and-test in memory */
+    c->t0.room = 0;
+    hz_r0_free_overflow(h, c, *cls, p);
     return;
   }
-  hz_r0_t0_push(c, p);
+  hz_block *b = (hz_block *)p;
+  b->next = c->t0.head;
+  c->t0.head = b;
+}
+
+HZ_INLINE void hz_r0_free_fast(hz_heap *h, uint32_t cls, void *p)
+{
+  hz_r0_free_to(h, &h->r0[cls - 0u], &cls, p);
 }
 
 /* ======== dispatch on the class range (1 range) */
+/* pop tier 0 of the cache at byte offset off in the heap (offsets grow with the class) */
+HZ_INLINE void *hz_alloc_fast_at(hz_heap *h, uint32_t off)
+{
+  return hz_r0_t0_pop((hz_cache_r0 *)((char *)h + off));
+}
+
 HZ_INLINE void *hz_alloc_fast(hz_heap *h, uint32_t cls)
 {
   return hz_r0_alloc_fast(h, cls);
@@ -111,12 +127,19 @@ HZ_INLINE void hz_free_fast(hz_heap *h, uint32_t cls, void *p)
   hz_r0_free_fast(h, cls, p);
 }
 
+/* local free of a block of slab s: its cache is at s->cache_off in the heap */
+HZ_INLINE void hz_free_fast_slab(hz_heap *h, hz_slab *s, void *p)
+{
+  HZ_STAT(h, free, s->cls, 1);
+  hz_r0_free_to(h, (hz_cache_r0 *)((char *)h + s->cache_off), &s->cls, p);
+}
+
 static void hz_free_local(hz_heap *h, uint32_t cls, void *p) { hz_free_fast(h, cls, p); }
 
 /* a new heap's per-class tier limits (the byte budgets make them differ by class) */
 static void hz_front_init(hz_heap *h)
 {
-  for (uint32_t i = 0; i < 56u; i++) h->r0[i].t0.cap = hz_r0_t0_cap[i];
+  for (uint32_t i = 0; i < 56u; i++) h->r0[i].t0.room = hz_r0_t0_cap[i];
   (void)h;
 }
 

@@ -11,21 +11,24 @@
 static const uint16_t hz_r0_t0_cap[128] = { 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 240, 227, 215, 204, 195, 186, 178, 170, 163, 157, 151, 146, 141, 136, 132, 128, 124, 120, 117, 113, 110, 107, 105, 102, 99, 97, 95, 93, 91, 89, 87, 85, 83, 81, 80, 78, 77, 75, 74, 73, 71, 70, 69, 68, 67, 66, 65, 64, 63, 62, 61, 60, 59, 58, 57, 56, 56, 55, 54, 53, 53, 52, 51, 51, 50, 49, 49, 48, 48, 47, 47, 46, 46, 45, 45, 44, 44, 43, 43, 42, 42, 41, 41, 40, 40, 40, 39, 39, 39, 38, 38, 37, 37, 37, 36, 36, 36, 35, 35, 35, 35, 34, 34, 34, 33, 33, 33, 33, 32, 32, 32, 32 };
 static const uint16_t hz_r0_t0_refill[128] = { 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 31, 31, 30, 30, 29, 29, 28, 28, 28, 27, 27, 27, 26, 26, 26, 25, 25, 25, 24, 24, 24, 24, 23, 23, 23, 23, 22, 22, 22, 22, 21, 21, 21, 21, 20, 20, 20, 20, 20, 20, 19, 19, 19, 19, 19, 18, 18, 18, 18, 18, 18, 18, 17, 17, 17, 17, 17, 17, 17, 16, 16, 16, 16 };
 static const uint16_t hz_r0_t0_drain[128] = { 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 120, 114, 108, 102, 98, 93, 89, 85, 82, 79, 76, 73, 71, 68, 66, 64, 62, 60, 59, 57, 55, 54, 53, 51, 50, 49, 48, 47, 46, 45, 44, 43, 42, 41, 40, 39, 39, 38, 37, 37, 36, 35, 35, 34, 34, 33, 33, 32, 32, 31, 31, 30, 30, 29, 29, 28, 28, 28, 27, 27, 27, 26, 26, 26, 25, 25, 25, 24, 24, 24, 24, 23, 23, 23, 23, 22, 22, 22, 22, 21, 21, 21, 21, 20, 20, 20, 20, 20, 20, 19, 19, 19, 19, 19, 18, 18, 18, 18, 18, 18, 18, 17, 17, 17, 17, 17, 17, 17, 16, 16, 16, 16 };
-#define HZ_R0_T0_CAP(i) (c->t0.cap)   /* per class, set by hz_front_init */
 #define HZ_R0_T0_REFILL(i) ((uint32_t)hz_r0_t0_refill[(i)])
 #define HZ_R0_T0_DRAIN(i) ((uint32_t)hz_r0_t0_drain[(i)])
+/* an sll counts down the room it has left: the free path's limit test is one decrement */
+#define HZ_R0_T0_EMPTY(c) (!(c)->t0.head)
+#define HZ_R0_T0_FULL(c, i) (!(c)->t0.room)
 HZ_INLINE void *hz_r0_t0_pop(hz_cache_r0 *c)
 {
   hz_block *b = c->t0.head;
-  if (HZ_LIKELY(b)) { c->t0.head = b->next; c->t0.n--; }
+  if (HZ_LIKELY(b)) { c->t0.head = b->next; c->t0.room++; }
   return b;
 }
+/* push onto a tier that has room */
 HZ_INLINE void hz_r0_t0_push(hz_cache_r0 *c, void *p)
 {
   hz_block *b = (hz_block *)p;
   b->next = c->t0.head;
   c->t0.head = b;
-  c->t0.n++;
+  c->t0.room--;
 }
 
 /* refill boundary: tier 0 (sll) is empty */
@@ -87,35 +90,45 @@ HZ_NOINLINE void hz_r0_free_overflow(hz_heap *h, hz_cache_r0 *c, uint32_t cls, v
   hz_r0_t0_push(c, p);
 }
 
-/* local free: push on tier 0 */
-HZ_INLINE void hz_r0_free_fast(hz_heap *h, uint32_t cls, void *p)
+/* local free: push on tier 0 of the cache c (of class cls) */
+HZ_INLINE void hz_r0_free_to(hz_heap *h, hz_cache_r0 *c, const uint32_t *cls, void *p)
 {
-  hz_cache_r0 *c = &h->r0[cls - 0u];
-  if (HZ_UNLIKELY(c->t0.n >= HZ_R0_T0_CAP(cls - 0u))) {
-    hz_r0_free_overflow(h, c, cls, p);
+  if (HZ_UNLIKELY(--c->t0.room < 0)) {     /* one decrement-and-test in memory */
+    c->t0.room = 0;
+    hz_r0_free_overflow(h, c, *cls, p);
     return;
   }
-  hz_r0_t0_push(c, p);
+  hz_block *b = (hz_block *)p;
+  b->next = c->t0.head;
+  c->t0.head = b;
+}
+
+HZ_INLINE void hz_r0_free_fast(hz_heap *h, uint32_t cls, void *p)
+{
+  hz_r0_free_to(h, &h->r0[cls - 0u], &cls, p);
 }
 /* ======== range 1: sll -> superslab */
 static const uint16_t hz_r1_t0_cap[16] = { 16, 16, 16, 16, 12, 10, 9, 8, 7, 6, 5, 5, 4, 4, 4, 4 };
 static const uint16_t hz_r1_t0_refill[16] = { 4, 4, 4, 4, 4, 4, 4, 4, 4, 3, 3, 3, 2, 2, 2, 2 };
 static const uint16_t hz_r1_t0_drain[16] = { 8, 8, 8, 8, 6, 5, 5, 4, 4, 3, 3, 3, 2, 2, 2, 2 };
-#define HZ_R1_T0_CAP(i) (c->t0.cap)   /* per class, set by hz_front_init */
 #define HZ_R1_T0_REFILL(i) ((uint32_t)hz_r1_t0_refill[(i)])
 #define HZ_R1_T0_DRAIN(i) ((uint32_t)hz_r1_t0_drain[(i)])
+/* an sll counts down the room it has left: the free path's limit test is one decrement */
+#define HZ_R1_T0_EMPTY(c) (!(c)->t0.head)
+#define HZ_R1_T0_FULL(c, i) (!(c)->t0.room)
 HZ_INLINE void *hz_r1_t0_pop(hz_cache_r1 *c)
 {
   hz_block *b = c->t0.head;
-  if (HZ_LIKELY(b)) { c->t0.head = b->next; c->t0.n--; }
+  if (HZ_LIKELY(b)) { c->t0.head = b->next; c->t0.room++; }
   return b;
 }
+/* push onto a tier that has room */
 HZ_INLINE void hz_r1_t0_push(hz_cache_r1 *c, void *p)
 {
   hz_block *b = (hz_block *)p;
   b->next = c->t0.head;
   c->t0.head = b;
-  c->t0.n++;
+  c->t0.room--;
 }
 
 /* refill boundary: tier 0 (sll) is empty */
@@ -177,18 +190,32 @@ HZ_NOINLINE void hz_r1_free_overflow(hz_heap *h, hz_cache_r1 *c, uint32_t cls, v
   hz_r1_t0_push(c, p);
 }
 
-/* local free: push on tier 0 */
-HZ_INLINE void hz_r1_free_fast(hz_heap *h, uint32_t cls, void *p)
+/* local free: push on tier 0 of the cache c (of class cls) */
+HZ_INLINE void hz_r1_free_to(hz_heap *h, hz_cache_r1 *c, const uint32_t *cls, void *p)
 {
-  hz_cache_r1 *c = &h->r1[cls - 128u];
-  if (HZ_UNLIKELY(c->t0.n >= HZ_R1_T0_CAP(cls - 128u))) {
-    hz_r1_free_overflow(h, c, cls, p);
+  if (HZ_UNLIKELY(--c->t0.room < 0)) {     /* one decrement-and-test in memory */
+    c->t0.room = 0;
+    hz_r1_free_overflow(h, c, *cls, p);
     return;
   }
-  hz_r1_t0_push(c, p);
+  hz_block *b = (hz_block *)p;
+  b->next = c->t0.head;
+  c->t0.head = b;
+}
+
+HZ_INLINE void hz_r1_free_fast(hz_heap *h, uint32_t cls, void *p)
+{
+  hz_r1_free_to(h, &h->r1[cls - 128u], &cls, p);
 }
 
 /* ======== dispatch on the class range (2 ranges) */
+/* pop tier 0 of the cache at byte offset off in the heap (offsets grow with the class) */
+HZ_INLINE void *hz_alloc_fast_at(hz_heap *h, uint32_t off)
+{
+  if (off < 2048u) return hz_r0_t0_pop((hz_cache_r0 *)((char *)h + off));
+  return hz_r1_t0_pop((hz_cache_r1 *)((char *)h + off));
+}
+
 HZ_INLINE void *hz_alloc_fast(hz_heap *h, uint32_t cls)
 {
   if (cls <= 127u) return hz_r0_alloc_fast(h, cls);
@@ -201,13 +228,23 @@ HZ_INLINE void hz_free_fast(hz_heap *h, uint32_t cls, void *p)
   hz_r1_free_fast(h, cls, p);
 }
 
+/* local free of a block of slab s: its cache is at s->cache_off in the heap */
+HZ_INLINE void hz_free_fast_slab(hz_heap *h, hz_slab *s, void *p)
+{
+  if (s->cls <= 127u) {
+    hz_r0_free_to(h, (hz_cache_r0 *)((char *)h + s->cache_off), &s->cls, p);
+    return;
+  }
+  hz_r1_free_to(h, (hz_cache_r1 *)((char *)h + s->cache_off), &s->cls, p);
+}
+
 static void hz_free_local(hz_heap *h, uint32_t cls, void *p) { hz_free_fast(h, cls, p); }
 
 /* a new heap's per-class tier limits (the byte budgets make them differ by class) */
 static void hz_front_init(hz_heap *h)
 {
-  for (uint32_t i = 0; i < 128u; i++) h->r0[i].t0.cap = hz_r0_t0_cap[i];
-  for (uint32_t i = 0; i < 16u; i++) h->r1[i].t0.cap = hz_r1_t0_cap[i];
+  for (uint32_t i = 0; i < 128u; i++) h->r0[i].t0.room = hz_r0_t0_cap[i];
+  for (uint32_t i = 0; i < 16u; i++) h->r1[i].t0.room = hz_r1_t0_cap[i];
   (void)h;
 }
 

@@ -44,6 +44,7 @@ typedef struct hz_slab {
   hz_heap *owner;             /* the heap that owns the slab; NULL when the unit is free */
   uint32_t cls;
   uint32_t head;              /* unit index of the slab's first unit */
+  uint32_t cache_off;         /* byte offset of the class's cache in the owner heap */
   hz_block *free;             /* blocks back from the owner's caches (owner only) */
   char *bump;                 /* next never-used block */
   char *end;
@@ -76,25 +77,34 @@ enum { HZ_KIND_NONE = 0, HZ_KIND_SMALL = 1, HZ_KIND_LARGE = 2, HZ_KIND_LARGE_HI 
 #define HZ_SEGMAP_INDEX(u) (((uintptr_t)(u) >> HZ_SEGMENT_SHIFT) & (HZ_SEGMAP_SIZE - 1))
 static uint8_t hz_segmap[HZ_SEGMAP_SIZE];
 
+/* a plain byte load: an entry changes only while no block of that segment is live, and a
+ * byte load cannot tear (an atomic load here costs the fast path a separate compare) */
 HZ_INLINE unsigned hz_kind_of(const void *p)
-{ return __atomic_load_n(&hz_segmap[HZ_SEGMAP_INDEX(p)], __ATOMIC_RELAXED); }
+{ return hz_segmap[HZ_SEGMAP_INDEX(p)]; }
 HZ_INLINE hz_segment *hz_segment_of(const void *p)
 { return (hz_segment *)((uintptr_t)p & ~(HZ_SEGMENT_SIZE - 1)); }
+/* the unit's metadata: records are 128 bytes, so the unit index scaled by 128 is one shift and mask */
 HZ_INLINE hz_slab *hz_slab_of(const void *p)
-{ return &hz_segment_of(p)->slab[((uintptr_t)p >> HZ_SLAB_SHIFT) & (HZ_UNITS - 1)]; }
+{
+  uintptr_t u = (uintptr_t)p;
+  return (hz_slab *)((char *)hz_segment_of(p)->slab +
+                     ((u >> (HZ_SLAB_SHIFT - 7)) & ((uintptr_t)(HZ_UNITS - 1) << 7)));
+}
 HZ_INLINE hz_slab *hz_slab_head(hz_slab *unit)
 { return &hz_segment_of(unit)->slab[unit->head]; }
 HZ_INLINE char *hz_slab_start(hz_slab *head)
 { hz_segment *seg = hz_segment_of(head); return (char *)seg + ((size_t)(head - seg->slab) << HZ_SLAB_SHIFT); }
 HZ_INLINE uint32_t hz_size_class(size_t n)
 { return hz_class_of_q[(n + HZ_QUANTUM - 1) >> HZ_QUANTUM_SHIFT]; }
+HZ_INLINE uint32_t hz_size_cache_off(size_t n)
+{ return hz_cache_off_q[(n + HZ_QUANTUM - 1) >> HZ_QUANTUM_SHIFT]; }
 
 /* ---- cache tiers, per class range: [16..2048] sll -> superslab; [2049..65536] sll -> superslab;  */
 typedef struct hz_cache_r0 {
-  struct { hz_block *head; uint32_t n, cap; } t0;                /* sll */
+  struct { hz_block *head; int32_t room, unused; } t0;           /* sll */
 } hz_cache_r0;
 typedef struct hz_cache_r1 {
-  struct { hz_block *head; uint32_t n, cap; } t0;                /* sll */
+  struct { hz_block *head; int32_t room, unused; } t0;           /* sll */
 } hz_cache_r1;
 
 typedef struct hz_outbox { hz_heap *owner; uint32_t cls, n; hz_block *head, *tail; } hz_outbox;
@@ -110,6 +120,19 @@ struct hz_heap {
   hz_heap *next_all, *next_free;
   int state;
 };
+/* the model's layout (hz_cache_off_q, hz_cache_offset) must be the compiler's */
+_Static_assert(sizeof(hz_cache_r0) == 16u, "cache layout");
+_Static_assert(offsetof(hz_heap, r0) == 0u, "heap layout");
+_Static_assert(sizeof(hz_cache_r1) == 16u, "cache layout");
+_Static_assert(offsetof(hz_heap, r1) == 2048u, "heap layout");
+
+/* byte offset of class cls's cache in a heap (slabs carry it, so free needs no arithmetic) */
+static inline uint32_t hz_cache_offset(uint32_t cls)
+{
+  if (cls <= 127u)
+  return 0u + (cls - 0u) * 16u;
+  return 2048u + (cls - 128u) * 16u;
+}
 
 /* ---- boundaries between boxes (defined in the box that owns them) */
 static void hz_free_local(hz_heap *h, uint32_t cls, void *p);

@@ -85,10 +85,17 @@ HZ_INLINE void *hz_alloc_class(uint32_t cls)
   return hz_alloc_miss(h, cls);
 }
 
+/* malloc: the size indexes the heap directly (hz_cache_off_q), the class is needed on a miss only */
 HZ_INLINE void *hz_malloc(size_t n)
 {
-  if (HZ_LIKELY(n <= HZ_SMALL_MAX)) return hz_alloc_class(hz_size_class(n));
-  return hz_large_alloc(n, 0);
+  if (HZ_UNLIKELY(n > HZ_SMALL_MAX)) return hz_large_alloc(n, 0);
+  hz_heap *h = HZ_HEAP();
+  void *p = hz_alloc_fast_at(h, hz_size_cache_off(n));
+  if (HZ_LIKELY(p != NULL)) {
+    HZ_CHECK_ALLOC(p);
+    return p;
+  }
+  return hz_alloc_miss(h, hz_size_class(n));
 }
 
 /* everything that is not a live small block of ours: NULL, large, foreign */
@@ -112,7 +119,7 @@ HZ_INLINE void hz_free(void *p)
   if (HZ_LIKELY(hz_kind_of(p) == HZ_KIND_SMALL)) {
     hz_slab *s = hz_slab_of(p);
     hz_heap *h = HZ_HEAP();
-    if (HZ_LIKELY(s->owner == h)) { hz_free_fast(h, s->cls, p); return; }
+    if (HZ_LIKELY(s->owner == h)) { hz_free_fast_slab(h, s, p); return; }
     hz_free_remote(h, s, p);
     return;
   }

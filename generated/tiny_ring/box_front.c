@@ -11,29 +11,35 @@
 #define HZ_R0_T0_CAP(i) 64u
 #define HZ_R0_T0_REFILL(i) 32u
 #define HZ_R0_T0_DRAIN(i) 32u
+#define HZ_R0_T0_EMPTY(c) (!(c)->t0.n)
+#define HZ_R0_T0_FULL(c, i) ((c)->t0.n >= HZ_R0_T0_CAP(i))
 HZ_INLINE void *hz_r0_t0_pop(hz_cache_r0 *c)
 {
   return HZ_LIKELY(c->t0.n) ? c->t0.slot[--c->t0.n] : NULL;
 }
+/* push onto a tier that has room */
 HZ_INLINE void hz_r0_t0_push(hz_cache_r0 *c, void *p)
 {
   c->t0.slot[c->t0.n++] = p;
 }
-#define HZ_R0_T1_CAP(i) 256u
 #define HZ_R0_T1_REFILL(i) 64u
 #define HZ_R0_T1_DRAIN(i) 128u
+/* an sll counts down the room it has left: the free path's limit test is one decrement */
+#define HZ_R0_T1_EMPTY(c) (!(c)->t1.head)
+#define HZ_R0_T1_FULL(c, i) (!(c)->t1.room)
 HZ_INLINE void *hz_r0_t1_pop(hz_cache_r0 *c)
 {
   hz_block *b = c->t1.head;
-  if (HZ_LIKELY(b)) { c->t1.head = b->next; c->t1.n--; }
+  if (HZ_LIKELY(b)) { c->t1.head = b->next; c->t1.room++; }
   return b;
 }
+/* push onto a tier that has room */
 HZ_INLINE void hz_r0_t1_push(hz_cache_r0 *c, void *p)
 {
   hz_block *b = (hz_block *)p;
   b->next = c->t1.head;
   c->t1.head = b;
-  c->t1.n++;
+  c->t1.room--;
 }
 
 /* refill boundary: tier 1 (sll) is empty */
@@ -70,7 +76,7 @@ static void hz_r0_drain_t1(hz_heap *h, hz_cache_r0 *c, uint32_t cls)
 static uint32_t hz_r0_refill_t0(hz_heap *h, hz_cache_r0 *c, uint32_t cls)
 {
   const uint32_t want = HZ_R0_T0_REFILL(cls - 0u);
-  if (!c->t1.n && !hz_r0_refill_t1(h, c, cls)) return 0;
+  if (HZ_R0_T1_EMPTY(c) && !hz_r0_refill_t1(h, c, cls)) return 0;
   uint32_t got = 0;
   void *p;
   while (got < want && (p = hz_r0_t1_pop(c)) != NULL) { hz_r0_t0_push(c, p); got++; }
@@ -83,7 +89,7 @@ static void hz_r0_drain_t0(hz_heap *h, hz_cache_r0 *c, uint32_t cls)
   uint32_t left = HZ_R0_T0_DRAIN(cls - 0u);
   void *p;
   while (left-- && (p = hz_r0_t0_pop(c)) != NULL) {
-    if (c->t1.n >= HZ_R0_T1_CAP(cls - 0u)) hz_r0_drain_t1(h, c, cls);
+    if (HZ_R0_T1_FULL(c, cls - 0u)) hz_r0_drain_t1(h, c, cls);
     hz_r0_t1_push(c, p);
   }
 }
@@ -122,35 +128,42 @@ HZ_NOINLINE void hz_r0_free_overflow(hz_heap *h, hz_cache_r0 *c, uint32_t cls, v
   hz_r0_t0_push(c, p);
 }
 
-/* local free: push on tier 0 */
-HZ_INLINE void hz_r0_free_fast(hz_heap *h, uint32_t cls, void *p)
+/* local free: push on tier 0 of the cache c (of class cls) */
+HZ_INLINE void hz_r0_free_to(hz_heap *h, hz_cache_r0 *c, const uint32_t *cls, void *p)
 {
-  hz_cache_r0 *c = &h->r0[cls - 0u];
-  if (HZ_UNLIKELY(c->t0.n >= HZ_R0_T0_CAP(cls - 0u))) {
-    hz_r0_free_overflow(h, c, cls, p);
+  if (HZ_UNLIKELY(HZ_R0_T0_FULL(c, *cls - 0u))) {
+    hz_r0_free_overflow(h, c, *cls, p);
     return;
   }
   hz_r0_t0_push(c, p);
+}
+
+HZ_INLINE void hz_r0_free_fast(hz_heap *h, uint32_t cls, void *p)
+{
+  hz_r0_free_to(h, &h->r0[cls - 0u], &cls, p);
 }
 /* ======== range 1: sll -> superslab */
 static const uint16_t hz_r1_t0_cap[32] = { 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 25, 21, 18, 16, 12, 10, 9, 8, 6, 5, 4, 4, 3, 2, 2, 2, 1, 1, 1, 1 };
 static const uint16_t hz_r1_t0_refill[32] = { 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 6, 5, 5, 4, 3, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1 };
 static const uint16_t hz_r1_t0_drain[32] = { 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 13, 11, 9, 8, 6, 5, 5, 4, 3, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1 };
-#define HZ_R1_T0_CAP(i) (c->t0.cap)   /* per class, set by hz_front_init */
 #define HZ_R1_T0_REFILL(i) ((uint32_t)hz_r1_t0_refill[(i)])
 #define HZ_R1_T0_DRAIN(i) ((uint32_t)hz_r1_t0_drain[(i)])
+/* an sll counts down the room it has left: the free path's limit test is one decrement */
+#define HZ_R1_T0_EMPTY(c) (!(c)->t0.head)
+#define HZ_R1_T0_FULL(c, i) (!(c)->t0.room)
 HZ_INLINE void *hz_r1_t0_pop(hz_cache_r1 *c)
 {
   hz_block *b = c->t0.head;
-  if (HZ_LIKELY(b)) { c->t0.head = b->next; c->t0.n--; }
+  if (HZ_LIKELY(b)) { c->t0.head = b->next; c->t0.room++; }
   return b;
 }
+/* push onto a tier that has room */
 HZ_INLINE void hz_r1_t0_push(hz_cache_r1 *c, void *p)
 {
   hz_block *b = (hz_block *)p;
   b->next = c->t0.head;
   c->t0.head = b;
-  c->t0.n++;
+  c->t0.room--;
 }
 
 /* refill boundary: tier 0 (sll) is empty */
@@ -212,18 +225,32 @@ HZ_NOINLINE void hz_r1_free_overflow(hz_heap *h, hz_cache_r1 *c, uint32_t cls, v
   hz_r1_t0_push(c, p);
 }
 
-/* local free: push on tier 0 */
-HZ_INLINE void hz_r1_free_fast(hz_heap *h, uint32_t cls, void *p)
+/* local free: push on tier 0 of the cache c (of class cls) */
+HZ_INLINE void hz_r1_free_to(hz_heap *h, hz_cache_r1 *c, const uint32_t *cls, void *p)
 {
-  hz_cache_r1 *c = &h->r1[cls - 24u];
-  if (HZ_UNLIKELY(c->t0.n >= HZ_R1_T0_CAP(cls - 24u))) {
-    hz_r1_free_overflow(h, c, cls, p);
+  if (HZ_UNLIKELY(--c->t0.room < 0)) {     /* one decrement-and-test in memory */
+    c->t0.room = 0;
+    hz_r1_free_overflow(h, c, *cls, p);
     return;
   }
-  hz_r1_t0_push(c, p);
+  hz_block *b = (hz_block *)p;
+  b->next = c->t0.head;
+  c->t0.head = b;
+}
+
+HZ_INLINE void hz_r1_free_fast(hz_heap *h, uint32_t cls, void *p)
+{
+  hz_r1_free_to(h, &h->r1[cls - 24u], &cls, p);
 }
 
 /* ======== dispatch on the class range (2 ranges) */
+/* pop tier 0 of the cache at byte offset off in the heap (offsets grow with the class) */
+HZ_INLINE void *hz_alloc_fast_at(hz_heap *h, uint32_t off)
+{
+  if (off < 12864u) return hz_r0_t0_pop((hz_cache_r0 *)((char *)h + off));
+  return hz_r1_t0_pop((hz_cache_r1 *)((char *)h + off));
+}
+
 HZ_INLINE void *hz_alloc_fast(hz_heap *h, uint32_t cls)
 {
   if (cls <= 23u) return hz_r0_alloc_fast(h, cls);
@@ -236,12 +263,23 @@ HZ_INLINE void hz_free_fast(hz_heap *h, uint32_t cls, void *p)
   hz_r1_free_fast(h, cls, p);
 }
 
+/* local free of a block of slab s: its cache is at s->cache_off in the heap */
+HZ_INLINE void hz_free_fast_slab(hz_heap *h, hz_slab *s, void *p)
+{
+  if (s->cls <= 23u) {
+    hz_r0_free_to(h, (hz_cache_r0 *)((char *)h + s->cache_off), &s->cls, p);
+    return;
+  }
+  hz_r1_free_to(h, (hz_cache_r1 *)((char *)h + s->cache_off), &s->cls, p);
+}
+
 static void hz_free_local(hz_heap *h, uint32_t cls, void *p) { hz_free_fast(h, cls, p); }
 
 /* a new heap's per-class tier limits (the byte budgets make them differ by class) */
 static void hz_front_init(hz_heap *h)
 {
-  for (uint32_t i = 0; i < 32u; i++) h->r1[i].t0.cap = hz_r1_t0_cap[i];
+  for (uint32_t i = 0; i < 24u; i++) h->r0[i].t1.room = 256u;
+  for (uint32_t i = 0; i < 32u; i++) h->r1[i].t0.room = hz_r1_t0_cap[i];
   (void)h;
 }
 
