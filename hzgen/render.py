@@ -9,7 +9,6 @@ import math
 import os
 import shutil
 import tempfile
-from importlib import resources
 from pathlib import Path
 
 import jinja2
@@ -29,10 +28,13 @@ def box_files(m: Model) -> list[str]:
 
 
 def templates_dir() -> Path:
-    repo = Path(__file__).resolve().parent.parent / "templates"
-    if repo.is_dir():
-        return repo
-    return Path(str(resources.files("hzgen.templates")))
+    """templates/ of a source checkout (also an editable install), else the copy that
+    `pip install .` puts in the package (pyproject maps it to hzgen.templates)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "templates", here / "templates"):
+        if (candidate / "hz_static.c.j2").is_file():
+            return candidate
+    raise FileNotFoundError(f"hzgen templates not found next to {here}")
 
 
 def _env() -> jinja2.Environment:
