@@ -20,7 +20,7 @@ setup: $(STAMP)
 run: setup
 	@LIB=$$($(BIN)/hzgen build specs/default.yaml | tail -n 1) && \
 	  echo "== LD_PRELOAD=$$LIB python3 (dicts, threads, sqlite3)" && \
-	  HZ_STATS=1 LD_PRELOAD=$$LIB $(PYTHON) -c "import sqlite3,threading; d={i: str(i) for i in range(10**5)}; \
+	  LD_PRELOAD=$$LIB $(PYTHON) -c "import sqlite3,threading; d={i: str(i) for i in range(10**5)}; \
 	    ts=[threading.Thread(target=lambda: [bytearray(i % 2000) for i in range(10**5)]) for _ in range(4)]; \
 	    [t.start() for t in ts]; [t.join() for t in ts]; c=sqlite3.connect(':memory:'); \
 	    c.execute('create table t(x)'); c.executemany('insert into t values(?)', ((i,) for i in range(10**4))); \

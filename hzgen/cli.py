@@ -8,6 +8,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import jinja2
+
 from . import __version__
 from .build import BuildError
 from .spec import SpecError
@@ -98,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             _err(line)
         return 2
     except BuildError as e:
+        _err(f"hzgen: {e}")
+        return 1
+    except (OSError, jinja2.TemplateError) as e:    # a broken install or an unwritable root
         _err(f"hzgen: {e}")
         return 1
     except KeyboardInterrupt:
