@@ -34,7 +34,9 @@ def test_json_report(built, model, stress_exe):
     assert len(rows) == (len(model.classes) if model.stats["level"] == "per_class" else 1)
     total = {k: sum(r[k] for r in rows) for k in rows[0] if k not in ("class", "size")}
     assert total["alloc"] > 1000 and total["free"] > 1000
-    assert total["miss"] > 0 and total["refill_slab"] > 0 and total["drain_slab"] > 0
+    assert total["miss"] > 0 and total["refill_slab"] > 0
+    if model.threads:       # 8 threads x 2 rounds overflow their caches; one thread may not
+        assert total["drain_slab"] > 0
     if model.threads:
         assert total["remote_out"] > 0 and total["remote_in"] > 0   # stress frees across threads
     mem = report["memory"]

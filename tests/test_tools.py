@@ -15,6 +15,7 @@ import pytest
 
 from conftest import REPO, SPECS, built_spec
 from hzgen.inspect import inspect_spec
+from hzgen.spec import fmt_size
 from hzgen.pipeline import load_model
 from hzgen.statsview import FIELDS, merge, parse
 
@@ -118,7 +119,8 @@ def test_diff_git_revision(spec_repo):
     r = hzgen("diff", "specs/child.yaml@HEAD", "specs/child.yaml", cwd=spec_repo)
     assert r.returncode == 1, r.stderr
     # a batch moves at most half a class's limit (model.make_tier): cap 128 drains 64
-    assert "16..1024 B: sll 256/32/128 -> superslab  =>  sll 128/32/64 -> superslab" in r.stdout
+    assert re.search(r"16\.\.\d+ B: sll 256/32/128 -> superslab  =>  sll 128/32/64 -> superslab",
+                     r.stdout), r.stdout
     assert "-static const uint16_t hz_r0_t0_cap[56] = { 256," in r.stdout
     # the same revision on both sides, and a revision against an unchanged file: identical
     r = hzgen("diff", "specs/child.yaml@HEAD", "specs/child.yaml@HEAD", cwd=spec_repo)
@@ -162,13 +164,14 @@ def test_explain_default():
     m = load_model(REPO / "specs" / "default.yaml")
     last = len(m.classes) - 1
     assert f"range 0: 16..{m.small_max} B, classes 0..{last}: sll -> superslab (budget: sll " \
-           "max_bytes 256KiB)" in out
-    # per-class caps from the 256 KiB budget: the capacity 256 up to 1 KiB, then 256KiB / size
-    assert re.search(r"\n    16..1024 +0..23 +64..4096 +256 +32 +128\n", out)
-    c2k = next(c for c in m.classes if c.size == 2048)
+           f"max_bytes {fmt_size(m.raw['tiers'][0]['sll']['max_bytes'])})" in out
+    # per-class caps from the byte budget: the capacity 256 for small classes, then budget / size
+    full = [c for c in m.classes if m.ranges[0].caches[0].caps[c.index] == 256]   # the capacity
+    assert re.search(rf"\n    16..{full[-1].size} +0..{full[-1].index} +\d+..4096 +256 +32 +128\n", out), out
+    c2k = m.classes[full[-1].index + 1]      # the first class the budget limits
     t = m.ranges[0].caches[0]
     i = c2k.index - m.ranges[0].first_class
-    assert re.search(rf"\n    2048 +{c2k.index} +{c2k.blocks} +{t.caps[i]} +{t.refills[i]} +{t.drains[i]}\n", out)
+    assert re.search(rf"\n    {c2k.size} +{c2k.index} +{c2k.blocks} +{t.caps[i]} +{t.refills[i]} +{t.drains[i]}\n", out)
     assert f"malloc fast path\n  1. n <= {m.small_max}? else -> hz_large_alloc" in out
     assert "slab owner == h? else -> hz_free_remote (remote boundary)" in out
     assert "  - stats: off (no counters on any path, no exit report)" in out
