@@ -34,8 +34,9 @@ bench: setup
 	  { apt-get update -qq && apt-get install -y -qq libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 time linux-perf valgrind; }; } || true
 	$(BIN)/hzgen bench --json bench/results/latest.json --plot bench/results/latest.png
 
-generated: setup
+generated: setup    # after changing templates, specs or options: regenerate what is committed
 	for s in specs/*.yaml; do $(BIN)/hzgen build $$s >/dev/null || exit 1; done
+	$(BIN)/python -m hzgen.docs
 
 clean:
 	rm -rf build $(VENV)

@@ -109,6 +109,12 @@ class Model:
         return out
 
     @property
+    def remote_batches(self) -> list:
+        """Per class: blocks an owner_stash batch holds before it is sent (a byte bound)."""
+        batch, budget = self.remote["batch"], self.remote["batch_bytes"]
+        return [min(batch, max(1, budget // c.size)) if budget else batch for c in self.classes]
+
+    @property
     def units_per_segment(self) -> int:
         return self.segment // self.slab
 

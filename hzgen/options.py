@@ -77,6 +77,9 @@ OPTIONS: list[Option] = [
            choices=("none", "page_mpsc", "owner_stash")),
     Option("remote_free.batch", INT, 32, "Blocks per batch sent to an owner (owner_stash).",
            lo=1, hi=1024),
+    Option("remote_free.batch_bytes", SIZE, 64 * KIB, "A batch of class size S holds at "
+           "most max(1, batch_bytes / S) blocks, so an idle thread never pins much memory of "
+           "other threads (owner_stash).", lo=0, hi=1 << 30),
     Option("remote_free.outbox_slots", INT, 8, "Owner/class batches a thread keeps open at "
            "once (owner_stash).", lo=1, hi=64, pow2=True),
 

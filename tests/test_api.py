@@ -153,6 +153,28 @@ def test_hostile_sizes_fail_cleanly(lib, n):
     lib.free(p)
 
 
+@pytest.mark.parametrize("align", [1 << 62, 1 << 63])
+def test_hostile_alignments_fail_cleanly(lib, align):
+    """Alignments near 2^63 with huge sizes: ENOMEM, never a wrapped length (found in review:
+    the size check used to wrap and unmap the whole lower address space)."""
+    ffi = lib.ffi
+    box = ffi.new("void **")
+    for n in ((1 << 63) - 4096, (1 << 62), 1 << 40, 100):
+        box[0] = ffi.cast("void *", 0x1234)
+        rc = lib.posix_memalign(box, align, n)
+        assert rc == errno.ENOMEM and box[0] == ffi.cast("void *", 0x1234), (align, n, rc)
+        ffi.errno = 0
+        assert lib.aligned_alloc(align, n) == ffi.NULL and ffi.errno == errno.ENOMEM
+        assert lib.memalign(align + 1, n) == ffi.NULL
+
+
+def test_zero_size_huge_alignment_is_a_real_block(lib):
+    p = lib.aligned_alloc(4 << 20, 0)
+    assert p != lib.ffi.NULL and addr(lib, p) % (4 << 20) == 0
+    assert lib.malloc_usable_size(p) >= 1
+    lib.free(p)
+
+
 def test_realloc_across_small_large_boundary_keeps_contents(lib):
     ffi = lib.ffi
     small_max = lib.model.small_max

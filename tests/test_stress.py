@@ -16,7 +16,8 @@ C = REPO / "tests" / "c"
 @pytest.fixture(scope="session")
 def plain_programs(tmp_path_factory):
     out = tmp_path_factory.mktemp("cprog")
-    return {name: compile_c(C / f"{name}.c", out / name) for name in ("stress", "forktest", "churn")}
+    return {name: compile_c(C / f"{name}.c", out / name)
+            for name in ("stress", "forktest", "churn", "orphan")}
 
 
 def prefixed_program(name, built, tmp_path) -> Path:
@@ -67,3 +68,15 @@ def test_thread_churn_keeps_rss_bounded(built, model, plain_programs):
     warm, end = int(m.group(1)), int(m.group(2))
     assert end <= warm + 16 * 1024, (warm, end)     # growth bounded by 16 MiB over the warm-up
     assert end < 64 * 1024, end
+
+
+@pytest.mark.parametrize("mode", ["dead", "idle"])
+def test_memory_held_for_other_threads_comes_back(built, model, plain_programs, mode):
+    """Remote frees into a dead thread's heap, and batches an idle thread holds for others,
+    are returned by malloc_trim (and by live threads' slow paths) - not stranded."""
+    needs_threads(model)
+    out = run([plain_programs["orphan"], mode], env=preload_env(built))
+    m = re.search(rf"orphan {mode}: rss_peak_kb=(\d+) rss_after_kb=(\d+)", out)
+    assert m, out
+    peak, after = int(m.group(1)), int(m.group(2))
+    assert after <= peak // 4, (peak, after)
