@@ -106,3 +106,78 @@ def test_cc_compiles_and_program_runs(built, tmp_path):
         assert run.returncode == 0
         outs.append(run.stdout)
     assert outs[0] == outs[1] == b"7890\n"
+
+
+DEEP_LIB = textwrap.dedent("""
+    #include <stdlib.h>
+    #include <string.h>
+    void *deep_alloc(size_t n) { void *p = malloc(n); memset(p, 7, n); return p; }
+""")
+
+DEEP_MAIN = textwrap.dedent("""
+    #define _GNU_SOURCE
+    #include <dlfcn.h>
+    #include <malloc.h>
+    #include <stdio.h>
+    #include <stdlib.h>
+    #include <string.h>
+    int main(int argc, char **argv) {
+        (void)argc;
+        void *h = dlopen(argv[1], RTLD_NOW | RTLD_DEEPBIND);
+        if (!h) { fprintf(stderr, "%s\\n", dlerror()); return 2; }
+        void *(*deep_alloc)(size_t) = (void *(*)(size_t))dlsym(h, "deep_alloc");
+        size_t total = 0;
+        for (int i = 0; i < 2000; i++) {
+            unsigned char *p = deep_alloc(16 + i % 700);   /* glibc's block */
+            if (malloc_usable_size(p) < (size_t)(16 + i % 700)) return 3;
+            if (i % 2) {
+                p = realloc(p, 4000);                        /* ours or glibc's, contents kept */
+                if (p[15] != 7) return 4;
+            }
+            total += p[0];
+            free(p);                                         /* must not crash */
+        }
+        printf("deepbind ok %zu\\n", total);
+        return 0;
+    }
+""")
+
+CTOR_LIB = textwrap.dedent("""
+    #include <pthread.h>
+    #include <stdlib.h>
+    #include <string.h>
+    static void *worker(void *a) { (void)a; for (int i = 0; i < 1000; i++) free(malloc(64 + i)); return NULL; }
+    __attribute__((constructor(101))) static void early(void) {
+        char *p = malloc(100); strcpy(p, "early"); p = realloc(p, 5000); free(p);
+        pthread_t t; pthread_create(&t, NULL, worker, NULL); pthread_join(t, NULL);
+    }
+""")
+
+
+def _cc(src_text, out, *extra):
+    src = out.with_suffix(".c")
+    src.write_text(src_text)
+    subprocess.run(["cc", "-O2", "-pthread", "-o", str(out), str(src), *extra], check=True)
+    return out
+
+
+def test_foreign_pointers_from_a_deepbind_library(built, model, tmp_path):
+    """RTLD_DEEPBIND libraries call glibc's malloc; their blocks reach our free/realloc/usable."""
+    if model.checks["foreign_free"] == "abort":
+        pytest.skip("the checked spec aborts on foreign pointers by design")
+    lib = _cc(DEEP_LIB, tmp_path / "libdeep.so", "-shared", "-fPIC")
+    exe = _cc(DEEP_MAIN, tmp_path / "deepmain", "-ldl")
+    r = subprocess.run([str(exe), str(lib)], capture_output=True, text=True, timeout=60,
+                       env=preload_env(built))
+    assert r.returncode == 0 and r.stdout == "deepbind ok 14000\n", (r.returncode, r.stderr)
+
+
+def test_allocation_from_an_earlier_constructor(built, model, tmp_path):
+    """A preloaded library whose constructor allocates (and starts a thread) before ours runs."""
+    lib = _cc(CTOR_LIB, tmp_path / "libearly.so", "-shared", "-fPIC")
+    env = preload_env(built)
+    env["LD_PRELOAD"] = f"{lib}:{built.override}"
+    if not model.threads:
+        pytest.skip("single-threaded spec: the constructor starts a thread")
+    r = subprocess.run(["sort"], input="b\na\n", capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0 and r.stdout == "a\nb\n", r.stderr
