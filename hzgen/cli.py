@@ -57,6 +57,8 @@ TOOLS = {
     "explain": ("hzgen.explain", "the allocator a spec describes, in words and tables"),
     "inspect": ("hzgen.inspect", "branches, loops, calls and instructions of the fast paths"),
     "stats": ("hzgen.statsview", "show an HZ_STATS exit report as a table or chart"),
+    "profile": ("hzgen.profile", "run CMD under a recording allocator; write a workload profile"),
+    "preload": ("hzgen.preload", "derive a spec tuned to a profile, build it, print LD_PRELOAD=..."),
     "bench": ("hzgen.bench", "benchmark specs against glibc, mimalloc, jemalloc, tcmalloc"),
 }
 TOOLS = {k: v for k, v in TOOLS.items()

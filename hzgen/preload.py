@@ -1,0 +1,177 @@
+"""`hzgen preload --profile FILE [--base SPEC] [-o SPEC_OUT]`: derive a spec tuned to a workload
+profile (written by `hzgen profile`), write it, build it, and print `LD_PRELOAD=/abs/lib.so`
+as the last stdout line.
+
+The tuning, on purpose simple and explainable:
+  - size classes: the base's class sizes plus an exact class for every recorded class size that
+    carries at least 1% of all small allocations (recorded sizes are the recorder's classes:
+    multiple of 16 up to 1 KiB, of 64 up to 8 KiB), merged, sorted, ending at the base's
+    small_max, `scheme: explicit`; at most 255 classes (the least allocated extra sizes are
+    dropped first);
+  - everything else is inherited from the base (`extends:` its absolute path), the tiers too
+    (their ranges end on base class sizes, which all remain). In particular the remote-free
+    strategy is kept even when the profile shows no remote frees: the program may still be
+    threaded.
+The written spec starts with a comment saying what was derived from what (counts).
+
+--base: the spec to tune (default: the profile's `base`, else specs/default.yaml of the hzgen
+checkout). -o: the spec to write (default: `<profile stem>-tuned.yaml` next to the profile; the
+allocator name is that file name as a lower-case C identifier, `tuned` if nothing is left).
+The build goes into generated/<name>/ and build/<name>/ of the working directory, like
+`hzgen build`.
+
+Exit status: 0 built; 2 bad input (missing or malformed profile, missing or invalid base);
+1 when the build fails.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+from .profile import DEFAULT_BASE, MAX_CLASSES, base_model, write_atomic
+from .spec import IDENT_RE
+from .tool import ToolError, guarded
+
+HOT_FRACTION = 0.01
+
+
+def load_profile(path: Path) -> dict:
+    """The profile document, checked; ToolError names the problem."""
+    if not path.is_file():
+        raise ToolError(f"{path}: no such profile")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ToolError(f"{path}: not a YAML file: {str(e).splitlines()[0]}")
+    except OSError as e:
+        raise ToolError(f"{path}: cannot read: {e.strerror}")
+    if not isinstance(doc, dict) or doc.get("hzgen_profile") != 1:
+        raise ToolError(f"{path}: not an hzgen profile (expected `hzgen_profile: 1`; "
+                        "write one with `hzgen profile -- CMD...`)")
+    classes = doc.get("classes")
+    if not isinstance(classes, list):
+        raise ToolError(f"{path}: `classes` must be a list")
+    for i, c in enumerate(classes):
+        if not isinstance(c, dict):
+            raise ToolError(f"{path}: classes[{i}]: expected a mapping")
+        for k in ("size", "allocs", "frees", "remote_in", "remote_out"):
+            v = c.get(k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ToolError(f"{path}: classes[{i}].{k}: expected a count, got {v!r}")
+        if c["size"] <= 0:
+            raise ToolError(f"{path}: classes[{i}].size: expected a positive size")
+    return doc
+
+
+def hot_sizes(classes: list[dict]) -> list[tuple[int, int]]:
+    """(size, allocs) of every recorded class with at least HOT_FRACTION of all allocations,
+    most allocated first."""
+    total = sum(c["allocs"] for c in classes)
+    if not total:
+        return []
+    hot = [(c["size"], c["allocs"]) for c in classes if c["allocs"] >= HOT_FRACTION * total]
+    return sorted(hot, key=lambda sa: (-sa[1], sa[0]))
+
+
+def tuned_sizes(base_sizes: list[int], hot: list[tuple[int, int]], quantum: int,
+                small_max: int) -> tuple[list[int], list[int], list[int]]:
+    """(sizes, added, skipped): the base sizes plus the hot sizes that are new, fit
+    (quantum multiple, <= small_max) and stay within MAX_CLASSES, most allocated first."""
+    have = set(base_sizes)
+    added, skipped = [], []
+    for size, _ in hot:
+        if size in have:
+            continue
+        if size % quantum or size > small_max or len(have) >= MAX_CLASSES:
+            skipped.append(size)
+            continue
+        have.add(size)
+        added.append(size)
+    return sorted(have), sorted(added), sorted(skipped)
+
+
+def ident_from(stem: str) -> str:
+    name = re.sub(r"[^a-z0-9_]+", "_", stem.lower()).strip("_")
+    name = re.sub(r"^[^a-z]+", "", name)[:32].rstrip("_")
+    return name if IDENT_RE.match(name) else "tuned"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", required=True, metavar="FILE",
+                   help="a profile written by `hzgen profile`")
+    p.add_argument("--base", default=None, metavar="SPEC",
+                   help="the spec to tune (default: the profile's base, else specs/default.yaml)")
+    p.add_argument("-o", "--output", default=None, metavar="SPEC_OUT",
+                   help="the spec to write (default: <profile stem>-tuned.yaml next to the profile)")
+    p.add_argument("--root", default=None,
+                   help="project root for generated/ and build/ (default: .)")
+
+
+@guarded("preload")
+def run(args) -> int:
+    from .pipeline import build_spec, load_model
+
+    prof_path = Path(args.profile)
+    prof = load_profile(prof_path)
+    if args.base:
+        base = Path(args.base)
+        if not base.is_file():
+            raise ToolError(f"--base {args.base}: no such spec file")
+    elif isinstance(prof.get("base"), str) and Path(prof["base"]).is_file():
+        base = Path(prof["base"])
+    elif DEFAULT_BASE.is_file():
+        base = DEFAULT_BASE
+    else:
+        raise ToolError(f"no base spec: the profile's base and {DEFAULT_BASE} are absent "
+                        "(pass --base SPEC)")
+    base = base.resolve()
+    m = base_model(base)
+
+    out = Path(args.output) if args.output else \
+        prof_path.with_name(f"{prof_path.stem}-tuned.yaml")
+    if out.resolve() == prof_path.resolve():
+        raise ToolError(f"-o {out}: would overwrite the profile")
+    if not out.parent.is_dir():
+        raise ToolError(f"-o {out}: no such directory {out.parent}")
+    name = ident_from(out.stem)
+
+    classes = prof["classes"]
+    total = sum(c["allocs"] for c in classes)
+    hot = hot_sizes(classes)
+    base_sizes = [c.size for c in m.classes]
+    sizes, added, skipped = tuned_sizes(base_sizes, hot, m.quantum, m.small_max)
+    remote = sum(c["remote_in"] + c["remote_out"] for c in classes)
+    hot_share = sum(a for _, a in hot)
+
+    header = [
+        f"# Tuned by `hzgen preload` from the profile {prof_path.resolve()}",
+        f"#   command: {' '.join(map(str, prof.get('command') or [])) or '?'}",
+        f"#   {total} small allocations in {len(classes)} recorded classes; {len(hot)} "
+        f"carry >= {HOT_FRACTION:.0%} each ({hot_share} allocations, "
+        f"{100.0 * hot_share / total if total else 0:.1f}%)",
+        f"#   hot sizes: {' '.join(str(s) for s, _ in sorted(hot)) or 'none'}",
+        f"# size classes: the {len(base_sizes)} classes of the base + {len(added)} exact hot "
+        f"size(s) ({' '.join(map(str, added)) or 'none'}) = {len(sizes)} classes"
+        + (f"; skipped {' '.join(map(str, skipped))} (quantum, small_max or the "
+           f"{MAX_CLASSES}-class cap)" if skipped else ""),
+        f"# remote frees in the profile: {remote}; remote_free inherited from the base "
+        "(kept even when 0: the program may still be threaded)",
+        f"# everything else: inherited from {base}",
+    ]
+    spec = {
+        "name": name,
+        "extends": str(base),
+        "description": f"{base.stem} tuned to the profile {prof_path.name}",
+        "size_classes": {"scheme": "explicit", "sizes": sizes, "small_max": m.small_max},
+    }
+    text = "\n".join(header) + "\n" + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100)
+    write_atomic(out, text, check=load_model)
+    print(f"hzgen preload: wrote {out} ({name}: {len(sizes)} classes, {len(added)} added)",
+          file=sys.stderr)
+    built = build_spec(out, root=args.root)
+    print(f"LD_PRELOAD={built.override.resolve()}")
+    return 0

@@ -1,0 +1,215 @@
+"""`hzgen profile [-o FILE] [--base SPEC] -- CMD...`: run CMD under a recording allocator and
+write a workload profile (YAML) that `hzgen preload --profile FILE` tunes a spec to.
+
+The recording allocator is a spec derived in memory from the base (default: specs/default.yaml
+of the hzgen checkout): the same allocator (`extends:` the base's absolute path) with
+  - fine-grained explicit size classes: 16-byte steps up to 1 KiB, 64-byte steps up to 8 KiB,
+    then the base's own classes above 8 KiB, ending at the base's small_max (at most 255);
+  - one tier range over all of them (`chain: [sll, superslab]`);
+  - `stats: {level: per_class}`, `name: hzrec`.
+It is written and built in a temporary directory (never into the repository or the working
+directory) and removed afterwards.
+
+CMD runs with LD_PRELOAD=<recording library>, HZ_STATS=json and HZ_STATS_FILE=<temporary file>;
+its stdout, stderr and stdin are its own. Every process that loads the library writes its report
+to that one file at exit, truncating it, so with children (fork/exec, a shell) the profile is of
+the LAST process that exited, usually CMD itself. A shell wrapper (`sh -c 'prog'`) that outlives
+its child therefore profiles the shell: run the program directly. If several processes exit at the
+same moment their reports may interleave; that is reported as a malformed report.
+
+The profile (YAML):
+  hzgen_profile: 1
+  command: [CMD...]
+  base: /abs/path/of/base.yaml
+  small_max: N                   # the base's large-object threshold
+  classes: [{size, allocs, frees, remote_in, remote_out}, ...]   # recording classes with allocs > 0
+  totals: {allocs, frees, remote_in, remote_out}
+  memory: {segments_mapped, ..., bytes_purged}                  # the report's memory counters
+Large objects (> small_max) have no class and are not counted in `classes`.
+
+Exit status: CMD's own when it failed (after still writing the profile if a report exists;
+killed by signal N: 128+N), 0 on success, 2 on bad input (no CMD, CMD not found, no report,
+a base spec that is missing or invalid), 1 when the recording library fails to build.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+import hzgen
+from .spec import load_spec
+from .tool import ToolError, guarded
+
+DEFAULT_BASE = Path(hzgen.__file__).resolve().parent.parent / "specs" / "default.yaml"
+DEFAULT_OUT = "hzgen-profile.yaml"
+FINE_16_UNTIL = 1024
+FINE_64_UNTIL = 8192
+MAX_CLASSES = 255
+RECORDER_NAME = "hzrec"
+REC_SLL = {"capacity": 256, "refill_batch": 32, "drain_batch": 128, "max_bytes": "1MiB"}
+
+
+def base_path(arg: str | None) -> Path:
+    """The base spec as an absolute path; a clear ToolError when it is absent."""
+    p = Path(arg) if arg else DEFAULT_BASE
+    if not p.is_file():
+        if arg:
+            raise ToolError(f"--base {arg}: no such spec file")
+        raise ToolError(f"no base spec: {DEFAULT_BASE} is absent (pass --base SPEC)")
+    return p.resolve()
+
+
+def base_model(base: Path):
+    """The resolved model of the base spec (SpecError propagates: FILE:LINE:COL messages)."""
+    from .model import resolve
+    return resolve(load_spec(base))
+
+
+def recording_sizes(quantum: int, small_max: int, base_sizes: list[int]) -> list[int]:
+    """Fine classes (16-byte steps to 1 KiB, 64-byte steps to 8 KiB; never finer than the
+    quantum), then the base's classes above 8 KiB, ending at small_max."""
+    s16, s64 = max(16, quantum), max(64, quantum)
+    fine = list(range(s16, min(FINE_16_UNTIL, small_max) + 1, s16))
+    start = (fine[-1] if fine else 0)
+    fine += list(range(start + s64 - start % s64, min(FINE_64_UNTIL, small_max) + 1, s64))
+    top = fine[-1] if fine else 0
+    sizes = fine + [s for s in base_sizes if s > top]
+    if sizes[-1] != small_max:
+        sizes.append(small_max)
+    if len(sizes) > MAX_CLASSES:
+        raise ToolError(f"the recording spec would have {len(sizes)} classes (at most "
+                        f"{MAX_CLASSES}); use a base with fewer classes above 8 KiB")
+    return sizes
+
+
+def recording_spec(base: Path) -> dict:
+    """The recording allocator's spec (a dict to write as YAML next to nothing: `extends` is
+    absolute)."""
+    m = base_model(base)
+    sizes = recording_sizes(m.quantum, m.small_max, [c.size for c in m.classes])
+    return {
+        "name": RECORDER_NAME,
+        "extends": str(base),
+        "description": f"hzgen profile recorder derived from {base}",
+        "size_classes": {"scheme": "explicit", "sizes": sizes, "small_max": m.small_max},
+        "tiers": [{"range": [sizes[0], m.small_max], "chain": ["sll", "superslab"],
+                   "sll": dict(REC_SLL)}],
+        "stats": {"level": "per_class"},
+    }
+
+
+def profile_from_report(rep, command: list[str], base: Path, small_max: int) -> dict:
+    """The profile document from a merged statsview.Report (level per_class)."""
+    classes = []
+    for cls, row in rep.rows.items():
+        if cls == "all" or not row["alloc"]:
+            continue
+        classes.append({"size": row["size"], "allocs": row["alloc"], "frees": row["free"],
+                        "remote_in": row["remote_in"], "remote_out": row["remote_out"]})
+    classes.sort(key=lambda c: c["size"])
+    totals = {k: sum(c[k] for c in classes) for k in ("allocs", "frees", "remote_in", "remote_out")}
+    return {"hzgen_profile": 1, "command": list(command), "base": str(base),
+            "small_max": small_max, "classes": classes, "totals": totals,
+            "memory": dict(rep.memory)}
+
+
+def write_atomic(path: Path, text: str, check=None) -> None:
+    """Write text to path through a temporary file in the same directory, then rename;
+    check(tmp_path), when given, runs on the complete temporary file before the rename (an
+    exception leaves path untouched)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        if check is not None:
+            check(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _exit_code(rc: int) -> int:
+    return 128 - rc if rc < 0 else rc
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", default=DEFAULT_OUT, metavar="FILE",
+                   help=f"where to write the profile (default: {DEFAULT_OUT})")
+    p.add_argument("--base", default=None, metavar="SPEC",
+                   help="the spec the recorder is derived from (default: specs/default.yaml "
+                        "of the hzgen checkout)")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...",
+                   help="the command to run and profile")
+
+
+@guarded("profile")
+def run(args) -> int:
+    from .pipeline import build_spec
+    from .statsview import merge, parse
+
+    cmd = list(args.cmd)
+    if cmd[:1] == ["--"]:
+        cmd = cmd[1:]
+    if not cmd:
+        raise ToolError("no command given (usage: hzgen profile [-o FILE] -- CMD...)")
+    exe = shutil.which(cmd[0])
+    if exe is None:
+        raise ToolError(f"{cmd[0]}: command not found")
+    out = Path(args.output)
+    if not out.parent.is_dir():
+        raise ToolError(f"-o {args.output}: no such directory {out.parent}")
+    base = base_path(args.base)
+
+    with tempfile.TemporaryDirectory(prefix="hzprof-") as td:
+        tmp = Path(td)
+        rec = recording_spec(base)
+        spec_file = tmp / "hzrec.yaml"
+        spec_file.write_text("# hzgen profile: recording allocator\n"
+                             + yaml.safe_dump(rec, sort_keys=False))
+        print(f"hzgen profile: building the recorder ({len(rec['size_classes']['sizes'])} "
+              f"classes) from {base}", file=sys.stderr)
+        built = build_spec(spec_file, root=tmp / "root")
+        report = tmp / "report.json"
+        env = dict(os.environ)
+        env["LD_PRELOAD"] = str(built.override)
+        env["HZ_STATS"] = "json"
+        env["HZ_STATS_FILE"] = str(report)
+        print(f"hzgen profile: running {' '.join(cmd)}", file=sys.stderr)
+        try:
+            rc = subprocess.run(cmd, env=env).returncode
+        except OSError as e:
+            raise ToolError(f"{cmd[0]}: cannot run: {e.strerror or e}")
+        status = _exit_code(rc)
+        if rc:
+            print(f"hzgen profile: {cmd[0]} exited with status {status}", file=sys.stderr)
+        text = report.read_text(errors="replace") if report.is_file() else ""
+        if not text.strip():
+            print(f"hzgen profile: no stats report from {cmd[0]} (did it load the library? "
+                  "static and setuid programs ignore LD_PRELOAD; a crash writes none)",
+                  file=sys.stderr)
+            return status or 2
+        rep = merge(parse(text, source="the recorder's report"))
+        if rep.level != "per_class":
+            raise ToolError(f"the report has level {rep.level}, expected per_class")
+        prof = profile_from_report(rep, cmd, base, rec["size_classes"]["small_max"])
+
+    head = (f"# hzgen profile of: {' '.join(cmd)}\n"
+            f"# {prof['totals']['allocs']} small allocations in {len(prof['classes'])} "
+            f"recording classes; the report of the last process that exited\n")
+    write_atomic(out, head + yaml.safe_dump(prof, sort_keys=False, default_flow_style=None, width=100))
+    print(f"hzgen profile: wrote {out} ({prof['totals']['allocs']} allocations, "
+          f"{len(prof['classes'])} classes)", file=sys.stderr)
+    print(out)
+    return status

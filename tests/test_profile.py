@@ -1,0 +1,178 @@
+"""`hzgen profile` and `hzgen preload`: record a real program's size classes, tune a spec to
+them, build it, run the program on it; bad inputs exit 2 with a message. Everything is built
+into temporary directories (the commands run with cwd = tmp_path)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from hzgen.pipeline import load_model
+from hzgen.preload import hot_sizes, ident_from, tuned_sizes
+from hzgen.profile import recording_sizes
+
+# the commands through cli.main, registered here if cli.py does not list them yet
+RUNNER = ("import sys; from hzgen import cli; "
+          "cli.TOOLS.setdefault('profile', ('hzgen.profile', 'profile')); "
+          "cli.TOOLS.setdefault('preload', ('hzgen.preload', 'preload')); "
+          "sys.exit(cli.main(sys.argv[1:]))")
+
+PROGRAM = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+int main(int argc, char **argv) {
+  int n = argc > 1 ? atoi(argv[1]) : 20000;
+  static char *keep[256];
+  unsigned long sum = 0;
+  for (int i = 0; i < n; i++) {
+    char *a = malloc(40), *b = malloc(700);
+    if (!a || !b) return 3;
+    memset(a, i, 40); memset(b, i + 1, 700);
+    sum += (unsigned char)a[39] + (unsigned char)b[699];
+    free(keep[i % 256]); keep[i % 256] = a;          /* keep some live: no malloc/free elision */
+    free(keep[(i + 128) % 256]); keep[(i + 128) % 256] = b;
+  }
+  for (int i = 0; i < 256; i++) free(keep[i]);
+  printf("ok %lu\n", sum);
+  return 0;
+}
+"""
+
+
+def hz(*args, cwd, env_extra=None):
+    env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
+    env.pop("LD_PRELOAD", None)
+    return subprocess.run([sys.executable, "-c", RUNNER, *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory):
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.skip("no C compiler")
+    d = tmp_path_factory.mktemp("prog")
+    (d / "t.c").write_text(PROGRAM)
+    subprocess.run([cc, "-O1", "-o", str(d / "t"), str(d / "t.c")], check=True)
+    return d / "t"
+
+
+@pytest.fixture(scope="module")
+def profiled(program, tmp_path_factory):
+    d = tmp_path_factory.mktemp("profiled")
+    r = hz("profile", "-o", "w.yaml", "--", str(program), "20000", cwd=d)
+    return d, r
+
+
+def test_profile_records_hot_classes(profiled, program):
+    d, r = profiled
+    assert r.returncode == 0, r.stderr
+    assert "ok " in r.stdout                        # the program's own stdout passes through
+    assert "Traceback" not in r.stderr
+    prof = yaml.safe_load((d / "w.yaml").read_text())
+    assert prof["hzgen_profile"] == 1
+    assert prof["command"] == [str(program), "20000"]
+    assert prof["base"] == str((REPO / "specs" / "default.yaml").resolve())
+    assert prof["small_max"] == 262144
+    by_size = {c["size"]: c for c in prof["classes"]}
+    assert by_size[48]["allocs"] >= 20000 and by_size[704]["allocs"] >= 20000
+    assert by_size[48]["frees"] >= 20000
+    assert all(c["allocs"] > 0 for c in prof["classes"])
+    assert prof["totals"]["allocs"] == sum(c["allocs"] for c in prof["classes"])
+    assert prof["totals"]["remote_in"] == 0
+    assert prof["memory"]["segments_mapped"] >= 1
+    # nothing else left in the working directory: the recorder was built in a temp dir
+    assert sorted(p.name for p in d.iterdir()) == ["w.yaml"]
+
+
+def test_preload_builds_tuned_spec_that_runs(profiled, program):
+    d, _ = profiled
+    r = hz("preload", "--profile", "w.yaml", cwd=d)
+    assert r.returncode == 0, r.stderr
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.startswith("LD_PRELOAD=")
+    lib = Path(last.split("=", 1)[1])
+    assert lib.is_absolute() and lib.is_file()
+    assert lib == (d / "build" / "w_tuned" / "libhz_w_tuned.so").resolve()
+
+    out = d / "w-tuned.yaml"
+    text = out.read_text()
+    assert text.startswith("# Tuned by `hzgen preload`")
+    assert "hot sizes: 48 704" in text
+    m = load_model(out)                              # validates
+    base = load_model(REPO / "specs" / "default.yaml")
+    sizes = [c.size for c in m.classes]
+    assert 48 in sizes and 704 in sizes
+    assert set(c.size for c in base.classes) <= set(sizes)
+    assert sizes == sorted(sizes) and sizes[-1] == m.small_max == base.small_max
+    assert m.name == "w_tuned"
+    assert m.remote == base.remote                   # no remote frees: strategy kept anyway
+    assert yaml.safe_load(text)["extends"] == str((REPO / "specs" / "default.yaml").resolve())
+
+    env = dict(os.environ, LD_PRELOAD=str(lib))
+    run = subprocess.run([str(program), "5000"], capture_output=True, text=True, env=env,
+                         timeout=60)
+    plain = subprocess.run([str(program), "5000"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == plain.stdout and run.stdout.startswith("ok ")
+
+
+def test_profile_exit_status_passes_through(tmp_path):
+    r = hz("profile", "-o", "f.yaml", "--", sys.executable, "-c",
+           "x = [bytearray(700) for _ in range(2000)]; raise SystemExit(5)", cwd=tmp_path)
+    assert r.returncode == 5, r.stderr
+    assert "exited with status 5" in r.stderr
+    prof = yaml.safe_load((tmp_path / "f.yaml").read_text())   # still written
+    assert any(c["size"] == 704 or c["size"] == 768 for c in prof["classes"])
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["profile", "--"], "no command given"),
+    (["profile"], "no command given"),
+    (["profile", "-o", "p.yaml", "--", "no-such-command-hz"], "command not found"),
+    (["profile", "--base", "nope.yaml", "--", "true"], "--base nope.yaml: no such spec file"),
+    (["profile", "-o", "nodir/p.yaml", "--", "true"], "no such directory"),
+    (["preload", "--profile", "missing.yaml"], "missing.yaml: no such profile"),
+    (["preload", "--profile", "syntax.yaml"], "not a YAML file"),
+    (["preload", "--profile", "other.yaml"], "not an hzgen profile"),
+    (["preload", "--profile", "badcount.yaml"], "classes[0].allocs: expected a count"),
+    (["preload", "--profile", "good.yaml", "--base", "nope.yaml"], "no such spec file"),
+])
+def test_bad_input_exits_2(tmp_path, args, msg):
+    (tmp_path / "syntax.yaml").write_text("hzgen_profile: [1\n")
+    (tmp_path / "other.yaml").write_text("name: default\n")
+    (tmp_path / "badcount.yaml").write_text(
+        "hzgen_profile: 1\nclasses: [{size: 48, allocs: -1, frees: 0, remote_in: 0, remote_out: 0}]\n")
+    (tmp_path / "good.yaml").write_text("hzgen_profile: 1\nclasses: []\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = hz(*args, cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert msg in r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before      # nothing half-written
+
+
+def test_recording_sizes():
+    base = load_model(REPO / "specs" / "default.yaml")
+    sizes = recording_sizes(base.quantum, base.small_max, [c.size for c in base.classes])
+    assert len(sizes) <= 255 and sizes == sorted(set(sizes))
+    assert sizes[:3] == [16, 32, 48] and 1024 in sizes and 1088 in sizes and 8192 in sizes
+    assert 1040 not in sizes                       # 64-byte steps above 1 KiB
+    assert [s for s in sizes if s > 8192] == [c.size for c in base.classes if c.size > 8192]
+    assert recording_sizes(16, 512, [512])[-1] == 512
+
+
+def test_tuning_rules():
+    classes = [{"size": 48, "allocs": 990}, {"size": 704, "allocs": 5}, {"size": 720, "allocs": 5}]
+    assert hot_sizes(classes) == [(48, 990)]       # 5/1000 is below 1%
+    sizes, added, skipped = tuned_sizes([16, 32, 64, 256], [(48, 9), (32, 5), (1000, 1)], 16, 256)
+    assert sizes == [16, 32, 48, 64, 256] and added == [48] and skipped == [1000]
+    assert ident_from("hzgen-profile-tuned") == "hzgen_profile_tuned"
+    assert ident_from("9-Lives!") == "lives" and ident_from("---") == "tuned"
