@@ -6,7 +6,6 @@ import argparse
 import importlib
 import importlib.util
 import sys
-from pathlib import Path
 
 import jinja2
 

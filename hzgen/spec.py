@@ -146,13 +146,10 @@ def _load_raw(path: Path, chain: tuple) -> tuple[dict, dict, list[Path]]:
     base.pop("name", None)          # a name is never inherited
     base.pop("description", None)
     merged = _merge(base, {k: v for k, v in data.items() if k != "extends"})
-    if _tiers_overridden(data):
+    if "tiers" in data:       # a list is replaced whole: the base's positions for it are void
         base_where = {k: w for k, w in base_where.items() if not k or k[0] != "tiers"}
     return merged, {**base_where, **where}, base_files + files
 
-
-def _tiers_overridden(data: dict) -> bool:
-    return "tiers" in data
 
 
 # ---------------------------------------------------------------- values
