@@ -10,8 +10,8 @@ Two independent measurements.
    are walked path by path, like a tiny symbolic executor:
 
    - Calls to `static inline` functions (HZ_INLINE) are followed, as the compiler inlines them:
-     malloc -> hz_malloc -> hz_size_class, hz_alloc_class -> hz_alloc_fast -> hz_rN_alloc_fast
-     -> hz_rN_t0_pop. They are listed under "inlined".
+     malloc -> hz_malloc -> hz_size_cache_off, hz_alloc_fast_at -> hz_rN_t0_pop; free -> hz_free
+     -> hz_free_fast_slab -> hz_free_fast_at -> hz_rN_free_to. They are listed under "inlined".
    - A call to any other function defined in the translation unit (hz_alloc_miss,
      hz_large_alloc, hz_free_slow, hz_free_remote, hz_rN_free_overflow, hz_rN_drain_t0,
      hz_fail, ...) is a *boundary exit*: the path ends there (its arguments are still

@@ -40,9 +40,15 @@ class Tier:
         return len(set(self.caps)) == 1 and len(set(self.refills)) == 1 and len(set(self.drains)) == 1
 
 
+def byte_bounded(limit: int, budget: int, size: int) -> int:
+    """At most `limit` blocks of `size`, and at most `budget` bytes of them (never below one);
+    budget 0 means no byte bound."""
+    return min(limit, max(1, budget // size)) if budget else limit
+
+
 def make_tier(kind: str, params: dict, sizes: list) -> Tier:
     cap, budget = params["capacity"], params["max_bytes"]
-    caps = tuple(min(cap, max(1, budget // s)) if budget else cap for s in sizes)
+    caps = tuple(byte_bounded(cap, budget, s) for s in sizes)
     # a batch never moves more than half of a class's limit, so a full or empty tier keeps
     # (or gets) some blocks in both directions instead of thrashing between 0 and the limit
     return Tier(kind, cap, caps,
@@ -111,8 +117,8 @@ class Model:
     @property
     def remote_batches(self) -> list:
         """Per class: blocks an owner_stash batch holds before it is sent (a byte bound)."""
-        batch, budget = self.remote["batch"], self.remote["batch_bytes"]
-        return [min(batch, max(1, budget // c.size)) if budget else batch for c in self.classes]
+        return [byte_bounded(self.remote["batch"], self.remote["batch_bytes"], c.size)
+                for c in self.classes]
 
     @property
     def units_per_segment(self) -> int:

@@ -143,10 +143,6 @@ CACHE_TIERS = ("ring", "sll")
 TIER_KINDS = CACHE_TIERS + ("superslab",)
 
 
-def by_path(table: list[Option]) -> dict[str, Option]:
-    return {o.path: o for o in table}
-
-
 def children(table: list[Option], section: str | None) -> dict[str, Option]:
     """Direct child options of a section ("" or None = top level)."""
     out = {}
@@ -156,17 +152,3 @@ def children(table: list[Option], section: str | None) -> dict[str, Option]:
             out[leaf] = o
     return out
 
-
-def default_tree(table: list[Option]) -> dict:
-    """The nested dict of defaults (sections become dicts)."""
-    tree: dict = {}
-    for o in table:
-        parts = o.path.split(".")
-        node = tree
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        if o.kind == SECTION:
-            node.setdefault(parts[-1], {})
-        elif o.default is not None or o.nullable:
-            node[parts[-1]] = o.default
-    return tree

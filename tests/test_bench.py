@@ -53,16 +53,19 @@ __attribute__((constructor)) static void hz_mark_exe(void) {
 }
 """
 
-# Stand-in for `perf stat -x, -e EVENT -o FILE -- CMD...`: runs CMD and
-# reports 1000 + 50 * (the value of CMD's -n option) instructions.
-FAKE_PERF = r"""#!/bin/sh
+# The start of a stand-in for `perf stat -x, -e EVENT -o FILE -- CMD...`: takes the -o FILE,
+# leaves CMD... in "$@".
+_FAKE_PERF_ARGS = r"""#!/bin/sh
 out=""
 while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
     if [ "$1" = "-o" ]; then shift; out="$1"; fi
     shift
 done
 shift
-n=0; prev=""
+"""
+
+# runs CMD and reports 1000 + 50 * (the value of CMD's -n option) instructions.
+FAKE_PERF = _FAKE_PERF_ARGS + r"""n=0; prev=""
 for a in "$@"; do [ "$prev" = "-n" ] && n="$a"; prev="$a"; done
 "$@"
 rc=$?
@@ -71,14 +74,7 @@ exit $rc
 """
 
 # `perf` in a VM without a PMU: exits 0 but cannot count.
-FAKE_PERF_UNSUPPORTED = r"""#!/bin/sh
-out=""
-while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
-    if [ "$1" = "-o" ]; then shift; out="$1"; fi
-    shift
-done
-shift
-"$@"
+FAKE_PERF_UNSUPPORTED = _FAKE_PERF_ARGS + r""""$@"
 rc=$?
 echo "<not supported>,,instructions,0,100.00,," > "$out"
 exit $rc

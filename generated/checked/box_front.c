@@ -80,11 +80,6 @@ static void hz_r0_flush(hz_heap *h)
   }
 }
 
-HZ_INLINE void *hz_r0_alloc_fast(hz_heap *h, uint32_t cls)
-{
-  return hz_r0_t0_pop(&h->r0[cls - 0u]);
-}
-
 /* tier 0 is full: drain a batch down, then push (out of line, so the fast path needs no frame) */
 HZ_NOINLINE void hz_r0_free_overflow(hz_heap *h, hz_cache_r0 *c, uint32_t cls, void *p)
 {
@@ -92,7 +87,7 @@ HZ_NOINLINE void hz_r0_free_overflow(hz_heap *h, hz_cache_r0 *c, uint32_t cls, v
   hz_r0_t0_push(c, p);
 }
 
-/* local free: push on tier 0 of the cache c (of class cls) */
+/* local free: push on tier 0 of the cache c; *cls is read only when tier 0 is full */
 HZ_INLINE void hz_r0_free_to(hz_heap *h, hz_cache_r0 *c, const uint32_t *cls, void *p)
 {
   if (HZ_UNLIKELY(--c->t0.room < 0)) {     /* one decrement-and-test in memory */
@@ -105,11 +100,6 @@ HZ_INLINE void hz_r0_free_to(hz_heap *h, hz_cache_r0 *c, const uint32_t *cls, vo
   c->t0.head = b;
 }
 
-HZ_INLINE void hz_r0_free_fast(hz_heap *h, uint32_t cls, void *p)
-{
-  hz_r0_free_to(h, &h->r0[cls - 0u], &cls, p);
-}
-
 /* ======== dispatch on the class range (1 range) */
 /* pop tier 0 of the cache at byte offset off in the heap (offsets grow with the class) */
 HZ_INLINE void *hz_alloc_fast_at(hz_heap *h, uint32_t off)
@@ -119,23 +109,26 @@ HZ_INLINE void *hz_alloc_fast_at(hz_heap *h, uint32_t off)
 
 HZ_INLINE void *hz_alloc_fast(hz_heap *h, uint32_t cls)
 {
-  return hz_r0_alloc_fast(h, cls);
+  return hz_alloc_fast_at(h, hz_class_cache_off[cls]);
 }
 
-HZ_INLINE void hz_free_fast(hz_heap *h, uint32_t cls, void *p)
+/* push onto tier 0 of the cache at byte offset off (the same dispatch as hz_alloc_fast_at) */
+HZ_INLINE void hz_free_fast_at(hz_heap *h, uint32_t off, const uint32_t *cls, void *p)
 {
-  HZ_STAT(h, free, cls, 1);
-  hz_r0_free_fast(h, cls, p);
+  HZ_STAT(h, free, *cls, 1);
+  hz_r0_free_to(h, (hz_cache_r0 *)((char *)h + off), cls, p);
 }
 
-/* local free of a block of slab s: its cache is at s->cache_off in the heap */
+/* local free of a block of slab s: the slab carries its class's cache offset */
 HZ_INLINE void hz_free_fast_slab(hz_heap *h, hz_slab *s, void *p)
 {
-  HZ_STAT(h, free, s->cls, 1);
-  hz_r0_free_to(h, (hz_cache_r0 *)((char *)h + s->cache_off), &s->cls, p);
+  hz_free_fast_at(h, s->cache_off, &s->cls, p);
 }
 
-static void hz_free_local(hz_heap *h, uint32_t cls, void *p) { hz_free_fast(h, cls, p); }
+static void hz_free_local(hz_heap *h, uint32_t cls, void *p)
+{
+  hz_free_fast_at(h, hz_class_cache_off[cls], &cls, p);
+}
 
 /* a new heap's per-class tier limits (the byte budgets make them differ by class) */
 static void hz_front_init(hz_heap *h)

@@ -51,13 +51,20 @@ static int hz_heap_key_ready(void)
   return st == 2;
 }
 
-/* the calling thread's first allocation: adopt an abandoned heap or map a new one */
-HZ_COLD hz_heap *hz_heap_acquire(void)
+/* take an abandoned heap (exclusively), or NULL */
+static hz_heap *hz_abandoned_pop(void)
 {
   hz_lock_acquire(&hz_heap_lock);
   hz_heap *h = hz_heaps_free;
   if (h) hz_heaps_free = h->next_free;
   hz_lock_release(&hz_heap_lock);
+  return h;
+}
+
+/* the calling thread's first allocation: adopt an abandoned heap or map a new one */
+HZ_COLD hz_heap *hz_heap_acquire(void)
+{
+  hz_heap *h = hz_abandoned_pop();
   if (!h) {
     h = hz_os_map(hz_page_round(sizeof(hz_heap)));
     if (!h) return NULL;
@@ -79,10 +86,7 @@ HZ_COLD hz_heap *hz_heap_acquire(void)
 static int hz_reclaim_abandoned(void)
 {
   if (!__atomic_load_n(&hz_heaps_free, __ATOMIC_RELAXED)) return 0;
-  hz_lock_acquire(&hz_heap_lock);
-  hz_heap *h = hz_heaps_free;
-  if (h) hz_heaps_free = h->next_free;
-  hz_lock_release(&hz_heap_lock);
+  hz_heap *h = hz_abandoned_pop();
   if (!h) return 0;
   hz_heap_flush(h);
   hz_lock_acquire(&hz_heap_lock);

@@ -712,7 +712,16 @@ static const uint8_t hz_class_of_q[16385] = {
   55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55,
 };
 
-/* size -> byte offset of its class's cache in the heap (the malloc fast path), same index */
+/* class -> byte offset of its cache in the heap (slabs carry it, so free needs no arithmetic) */
+static const uint16_t hz_class_cache_off[HZ_NCLASSES] = {
+  0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240,
+  256, 272, 288, 304, 320, 336, 352, 368, 384, 400, 416, 432, 448, 464, 480, 496,
+  512, 528, 544, 560, 576, 592, 608, 624, 640, 656, 672, 688, 704, 720, 736, 752,
+  768, 784, 800, 816, 832, 848, 864, 880,
+};
+
+/* size -> the same offset, indexed like hz_class_of_q: the malloc fast path makes one load,
+ * not two dependent ones through the class */
 static const uint16_t hz_cache_off_q[16385] = {
 0, 0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224,
 240, 256, 256, 256, 256, 272, 272, 272, 272, 288, 288, 288, 288, 304, 304, 304,

@@ -135,7 +135,7 @@ static hz_slab *hz_slab_alloc(hz_heap *h, uint32_t cls)
   hz_slab *s = &seg->slab[at];
   for (uint32_t u = at; u < at + n; u++) {
     seg->slab[u].cls = cls;
-    seg->slab[u].cache_off = hz_cache_offset(cls);
+    seg->slab[u].cache_off = hz_class_cache_off[cls];
     seg->slab[u].head = at;
     __atomic_store_n(&seg->slab[u].owner, h, __ATOMIC_RELEASE);
   }

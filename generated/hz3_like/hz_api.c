@@ -87,7 +87,9 @@ HZ_INLINE void *hz_alloc_class(uint32_t cls)
   return hz_alloc_miss(h, cls);
 }
 
-/* malloc: the size indexes the heap directly (hz_cache_off_q), the class is needed on a miss only */
+/* malloc: the size indexes the heap directly (hz_cache_off_q), the class is needed on a miss only.
+ * (Sharing hz_alloc_class's body with the class passed in made gcc hoist the class lookup onto
+ * the hit path: two more instructions per malloc.) */
 HZ_INLINE void *hz_malloc(size_t n)
 {
   if (HZ_UNLIKELY(n > HZ_SMALL_MAX)) return hz_large_alloc(n, 0);

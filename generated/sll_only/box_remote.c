@@ -49,16 +49,7 @@ static void hz_remote_collect_all(hz_heap *h)
   hz_remote_collect(h, 0);
   /* partial slabs: their xfree lists become free lists */
   for (uint32_t cls = 0; cls < HZ_NCLASSES; cls++) {
-    for (hz_slab *s = h->partial[cls]; s; s = s->next) {
-      hz_block *b = (hz_block *)atomic_exchange_explicit(&s->xfree, 0, memory_order_acquire);
-      while (b) {
-        hz_block *next = b->next;
-        b->next = s->free;
-        s->free = b;
-        s->used--;
-        b = next;
-      }
-    }
+    for (hz_slab *s = h->partial[cls]; s; s = s->next) hz_slab_collect_xfree(s);
   }
 }
 

@@ -116,7 +116,7 @@ static hz_slab *hz_slab_alloc(hz_heap *h, uint32_t cls)
   hz_slab *s = &seg->slab[at];
   for (uint32_t u = at; u < at + n; u++) {
     seg->slab[u].cls = cls;
-    seg->slab[u].cache_off = hz_cache_offset(cls);
+    seg->slab[u].cache_off = hz_class_cache_off[cls];
     seg->slab[u].head = at;
     __atomic_store_n(&seg->slab[u].owner, h, __ATOMIC_RELEASE);
   }
@@ -153,6 +153,19 @@ static void hz_slab_release(hz_slab *s)
   }
   hz_segment_retire(seg);
   hz_lock_release(&hz_seg_lock);
+}
+
+/* blocks other threads freed into partial slab s join its free list (owner only) */
+static void hz_slab_collect_xfree(hz_slab *s)
+{
+  hz_block *b = (hz_block *)atomic_exchange_explicit(&s->xfree, 0, memory_order_acquire);
+  while (b) {
+    hz_block *next = b->next;
+    b->next = s->free;
+    s->free = b;
+    s->used--;
+    b = next;
+  }
 }
 
 HZ_INLINE void hz_partial_push(hz_heap *h, uint32_t cls, hz_slab *s)
@@ -193,10 +206,7 @@ static uint32_t hz_slab_take(hz_heap *h, uint32_t cls, void **out, uint32_t want
       uintptr_t none = 0;
       if (!atomic_compare_exchange_strong_explicit(&s->xfree, &none, HZ_XFREE_FULL,
                                                    memory_order_acq_rel, memory_order_acquire)) {
-        /* remote frees arrived: they become this slab's free list */
-        hz_block *b = (hz_block *)atomic_exchange_explicit(&s->xfree, 0, memory_order_acquire);
-        s->free = b;
-        for (; b; b = b->next) s->used--;
+        hz_slab_collect_xfree(s);   /* remote frees arrived: they become its free list */
         continue;
       }
       hz_partial_unlink(h, cls, s);   /* full: frees bring it back */

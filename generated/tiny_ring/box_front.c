@@ -116,11 +116,6 @@ static void hz_r0_flush(hz_heap *h)
   }
 }
 
-HZ_INLINE void *hz_r0_alloc_fast(hz_heap *h, uint32_t cls)
-{
-  return hz_r0_t0_pop(&h->r0[cls - 0u]);
-}
-
 /* tier 0 is full: drain a batch down, then push (out of line, so the fast path needs no frame) */
 HZ_NOINLINE void hz_r0_free_overflow(hz_heap *h, hz_cache_r0 *c, uint32_t cls, void *p)
 {
@@ -128,7 +123,7 @@ HZ_NOINLINE void hz_r0_free_overflow(hz_heap *h, hz_cache_r0 *c, uint32_t cls, v
   hz_r0_t0_push(c, p);
 }
 
-/* local free: push on tier 0 of the cache c (of class cls) */
+/* local free: push on tier 0 of the cache c; *cls is read only when tier 0 is full */
 HZ_INLINE void hz_r0_free_to(hz_heap *h, hz_cache_r0 *c, const uint32_t *cls, void *p)
 {
   if (HZ_UNLIKELY(HZ_R0_T0_FULL(c, *cls - 0u))) {
@@ -136,11 +131,6 @@ HZ_INLINE void hz_r0_free_to(hz_heap *h, hz_cache_r0 *c, const uint32_t *cls, vo
     return;
   }
   hz_r0_t0_push(c, p);
-}
-
-HZ_INLINE void hz_r0_free_fast(hz_heap *h, uint32_t cls, void *p)
-{
-  hz_r0_free_to(h, &h->r0[cls - 0u], &cls, p);
 }
 /* ======== range 1: sll -> superslab */
 static const uint16_t hz_r1_t0_cap[32] = { 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 25, 21, 18, 16, 12, 10, 9, 8, 6, 5, 4, 4, 3, 2, 2, 2, 1, 1, 1, 1 };
@@ -213,11 +203,6 @@ static void hz_r1_flush(hz_heap *h)
   }
 }
 
-HZ_INLINE void *hz_r1_alloc_fast(hz_heap *h, uint32_t cls)
-{
-  return hz_r1_t0_pop(&h->r1[cls - 24u]);
-}
-
 /* tier 0 is full: drain a batch down, then push (out of line, so the fast path needs no frame) */
 HZ_NOINLINE void hz_r1_free_overflow(hz_heap *h, hz_cache_r1 *c, uint32_t cls, void *p)
 {
@@ -225,7 +210,7 @@ HZ_NOINLINE void hz_r1_free_overflow(hz_heap *h, hz_cache_r1 *c, uint32_t cls, v
   hz_r1_t0_push(c, p);
 }
 
-/* local free: push on tier 0 of the cache c (of class cls) */
+/* local free: push on tier 0 of the cache c; *cls is read only when tier 0 is full */
 HZ_INLINE void hz_r1_free_to(hz_heap *h, hz_cache_r1 *c, const uint32_t *cls, void *p)
 {
   if (HZ_UNLIKELY(--c->t0.room < 0)) {     /* one decrement-and-test in memory */
@@ -238,11 +223,6 @@ HZ_INLINE void hz_r1_free_to(hz_heap *h, hz_cache_r1 *c, const uint32_t *cls, vo
   c->t0.head = b;
 }
 
-HZ_INLINE void hz_r1_free_fast(hz_heap *h, uint32_t cls, void *p)
-{
-  hz_r1_free_to(h, &h->r1[cls - 24u], &cls, p);
-}
-
 /* ======== dispatch on the class range (2 ranges) */
 /* pop tier 0 of the cache at byte offset off in the heap (offsets grow with the class) */
 HZ_INLINE void *hz_alloc_fast_at(hz_heap *h, uint32_t off)
@@ -253,27 +233,29 @@ HZ_INLINE void *hz_alloc_fast_at(hz_heap *h, uint32_t off)
 
 HZ_INLINE void *hz_alloc_fast(hz_heap *h, uint32_t cls)
 {
-  if (cls <= 23u) return hz_r0_alloc_fast(h, cls);
-  return hz_r1_alloc_fast(h, cls);
+  return hz_alloc_fast_at(h, hz_class_cache_off[cls]);
 }
 
-HZ_INLINE void hz_free_fast(hz_heap *h, uint32_t cls, void *p)
+/* push onto tier 0 of the cache at byte offset off (the same dispatch as hz_alloc_fast_at) */
+HZ_INLINE void hz_free_fast_at(hz_heap *h, uint32_t off, const uint32_t *cls, void *p)
 {
-  if (cls <= 23u) { hz_r0_free_fast(h, cls, p); return; }
-  hz_r1_free_fast(h, cls, p);
-}
-
-/* local free of a block of slab s: its cache is at s->cache_off in the heap */
-HZ_INLINE void hz_free_fast_slab(hz_heap *h, hz_slab *s, void *p)
-{
-  if (s->cls <= 23u) {
-    hz_r0_free_to(h, (hz_cache_r0 *)((char *)h + s->cache_off), &s->cls, p);
+  if (off < 12864u) {
+    hz_r0_free_to(h, (hz_cache_r0 *)((char *)h + off), cls, p);
     return;
   }
-  hz_r1_free_to(h, (hz_cache_r1 *)((char *)h + s->cache_off), &s->cls, p);
+  hz_r1_free_to(h, (hz_cache_r1 *)((char *)h + off), cls, p);
 }
 
-static void hz_free_local(hz_heap *h, uint32_t cls, void *p) { hz_free_fast(h, cls, p); }
+/* local free of a block of slab s: the slab carries its class's cache offset */
+HZ_INLINE void hz_free_fast_slab(hz_heap *h, hz_slab *s, void *p)
+{
+  hz_free_fast_at(h, s->cache_off, &s->cls, p);
+}
+
+static void hz_free_local(hz_heap *h, uint32_t cls, void *p)
+{
+  hz_free_fast_at(h, hz_class_cache_off[cls], &cls, p);
+}
 
 /* a new heap's per-class tier limits (the byte budgets make them differ by class) */
 static void hz_front_init(hz_heap *h)

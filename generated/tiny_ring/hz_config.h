@@ -712,7 +712,16 @@ static const uint8_t hz_class_of_q[16385] = {
   55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55,
 };
 
-/* size -> byte offset of its class's cache in the heap (the malloc fast path), same index */
+/* class -> byte offset of its cache in the heap (slabs carry it, so free needs no arithmetic) */
+static const uint16_t hz_class_cache_off[HZ_NCLASSES] = {
+  0, 536, 1072, 1608, 2144, 2680, 3216, 3752, 4288, 4824, 5360, 5896, 6432, 6968, 7504, 8040,
+  8576, 9112, 9648, 10184, 10720, 11256, 11792, 12328, 12864, 12880, 12896, 12912, 12928, 12944, 12960, 12976,
+  12992, 13008, 13024, 13040, 13056, 13072, 13088, 13104, 13120, 13136, 13152, 13168, 13184, 13200, 13216, 13232,
+  13248, 13264, 13280, 13296, 13312, 13328, 13344, 13360,
+};
+
+/* size -> the same offset, indexed like hz_class_of_q: the malloc fast path makes one load,
+ * not two dependent ones through the class */
 static const uint16_t hz_cache_off_q[16385] = {
 0, 0, 536, 1072, 1608, 2144, 2680, 3216, 3752, 4288, 4824, 5360, 5896, 6432, 6968, 7504,
 8040, 8576, 8576, 8576, 8576, 9112, 9112, 9112, 9112, 9648, 9648, 9648, 9648, 10184, 10184, 10184,

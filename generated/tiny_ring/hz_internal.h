@@ -102,10 +102,10 @@ HZ_INLINE uint32_t hz_size_cache_off(size_t n)
 /* ---- cache tiers, per class range: [16..1024] ring -> sll -> superslab; [1025..262144] sll -> superslab;  */
 typedef struct hz_cache_r0 {
   struct { uint32_t n, cap; void *slot[64]; } t0;   /* ring */
-  struct { hz_block *head; int32_t room, unused; } t1;           /* sll */
+  struct { hz_block *head; int32_t room; } t1;                   /* sll */
 } hz_cache_r0;
 typedef struct hz_cache_r1 {
-  struct { hz_block *head; int32_t room, unused; } t0;           /* sll */
+  struct { hz_block *head; int32_t room; } t0;                   /* sll */
 } hz_cache_r1;
 
 typedef struct hz_outbox { hz_heap *owner; uint32_t cls, n; hz_block *head, *tail; } hz_outbox;
@@ -122,19 +122,11 @@ struct hz_heap {
   int state;
   uint32_t ticks;             /* slow paths taken: every 64th does the periodic work */
 };
-/* the model's layout (hz_cache_off_q, hz_cache_offset) must be the compiler's */
+/* the model's layout (hz_class_cache_off, hz_cache_off_q) must be the compiler's */
 _Static_assert(sizeof(hz_cache_r0) == 536u, "cache layout");
 _Static_assert(offsetof(hz_heap, r0) == 0u, "heap layout");
 _Static_assert(sizeof(hz_cache_r1) == 16u, "cache layout");
 _Static_assert(offsetof(hz_heap, r1) == 12864u, "heap layout");
-
-/* byte offset of class cls's cache in a heap (slabs carry it, so free needs no arithmetic) */
-static inline uint32_t hz_cache_offset(uint32_t cls)
-{
-  if (cls <= 23u)
-  return 0u + (cls - 0u) * 536u;
-  return 12864u + (cls - 24u) * 16u;
-}
 
 /* ---- boundaries between boxes (defined in the box that owns them) */
 static void hz_free_local(hz_heap *h, uint32_t cls, void *p);
