@@ -97,6 +97,8 @@ typedef unsigned atomic_uint;
 typedef _Bool bool;
 typedef unsigned pthread_key_t;
 typedef unsigned long pthread_t;
+typedef struct hz_fake_attr pthread_attr_t;
+typedef struct hz_fake_sigset sigset_t;
 typedef int clockid_t;
 typedef long time_t;
 typedef char *va_list;
@@ -109,7 +111,8 @@ struct mallinfo2 { size_t arena, ordblks, smblks, hblks, hblkhd, usmblks, fsmblk
 """
 FAKE_HEADERS = ("errno.h", "stdatomic.h", "stddef.h", "stdint.h", "stdbool.h", "string.h",
                 "sched.h", "pthread.h", "time.h", "unistd.h", "sys/mman.h", "dlfcn.h",
-                "malloc.h", "fcntl.h", "stdarg.h", "stdio.h", "stdlib.h", "limits.h")
+                "malloc.h", "fcntl.h", "stdarg.h", "stdio.h", "stdlib.h", "limits.h", "signal.h",
+                "sys/syscall.h", "linux/futex.h")
 CPP_FLAGS = ["-E", "-nostdinc", "-DHZ_OVERRIDE=1", "-D__attribute__(x)=",
              "-D__thread=_Thread_local", "-D__extension__=", "-D__restrict=", "-D__inline=inline",
              "-D__asm__(x)="]

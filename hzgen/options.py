@@ -102,6 +102,9 @@ OPTIONS: list[Option] = [
     Option("backing.dirty_share", FLOAT, 0.25, "Dirty slabs may also reach this share of "
            "the slab memory in use before the oldest go back (the budget follows the heap: large "
            "while it is busy, `max_dirty` once it is freed).", lo=0.0, hi=4.0),
+    Option("backing.purge_thread", BOOL, False, "A background thread returns dirty slabs "
+           "`delay_ms` after they were freed, even when no slow path runs; started the first time "
+           "the dirty budget is exceeded (delayed, threads: true)."),
     Option("backing.segment_cache", INT, 1, "Empty segments kept mapped (purged) for reuse.",
            lo=0, hi=64),
 

@@ -311,6 +311,10 @@ def _validate(raw: dict, where: dict, shown: str) -> dict:
                 "single-threaded allocators; set `threads: false` or pick page_mpsc/owner_stash")
     if spec.get("threads") is False and rf not in (None, "none"):
         c.error(("threads",), "threads: false needs remote_free.strategy: none")
+    bk = spec["backing"]
+    if bk.get("purge_thread") and (bk.get("release") != "delayed" or spec.get("threads") is False):
+        c.error(("backing", "purge_thread"), "backing.purge_thread needs backing.release: "
+                "delayed and threads: true (it returns memory that waits out delay_ms)")
     st = spec["stats"]
     if st.get("level") == "off" and st.get("report") == "always":
         c.error(("stats", "report"), "stats.report: always needs stats.level counters or "

@@ -58,6 +58,8 @@ BAD = {
     "bool type": (GOOD + "checks: {double_free: 3}\n", 9, 23, "expected true or false"),
     "remote none with threads": (GOOD + "remote_free: {strategy: none}\n", 9, 25, "single-threaded"),
     "threads false needs none": (GOOD + "threads: false\n", 9, 10, "remote_free.strategy: none"),
+    "purger without delayed release": (GOOD + "backing: {release: immediate, purge_thread: true}\n",
+                                       9, 45, "needs backing.release: delayed"),
     "stats printer with stats off": (GOOD + "stats: {level: off, report: always}\n", 9, 29, "nothing to print"),
     "name not an identifier": (GOOD.replace("name: t", "name: ../../etc"), 1, 7, "not a valid name"),
     "name with capitals": (GOOD.replace("name: t", "name: Big"), 1, 7, "not a valid name"),

@@ -36,23 +36,6 @@
 
 static _Atomic(void *) g_handoff[NHANDOFF];
 
-static long read_rss_kb(void)
-{
-    char buf[4096];
-    int fd = open("/proc/self/status", O_RDONLY);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = 0;
-    const char *p = strstr(buf, "VmRSS:");
-    if (!p)
-        return -1;
-    return strtol(p + 6, NULL, 10);
-}
-
 static size_t pick_size(hz_rng *r)
 {
     uint64_t x = hz_rand(r) % 16;
@@ -166,10 +149,10 @@ int main(int argc, char **argv)
                 hz_fail("pthread_join failed: %s", strerror(rc));
         }
         if (rss_warm < 0 && started >= WARM)
-            rss_warm = read_rss_kb();
+            rss_warm = hz_rss_kb();
     }
     if (rss_warm < 0)
-        rss_warm = read_rss_kb();
+        rss_warm = hz_rss_kb();
     for (int i = 0; i < NHANDOFF; i++) {
         void *p = atomic_exchange(&g_handoff[i], NULL);
         if (p) {
@@ -177,7 +160,7 @@ int main(int argc, char **argv)
             XFREE(p);
         }
     }
-    rss_end = read_rss_kb();
+    rss_end = hz_rss_kb();
     printf("churn ok: threads=%ld rss_warm_kb=%ld rss_end_kb=%ld\n", nthreads, rss_warm, rss_end);
     return 0;
 }

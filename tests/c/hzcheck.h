@@ -15,10 +15,12 @@
 #ifndef HZCHECK_H
 #define HZCHECK_H
 
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -250,6 +252,22 @@ static inline void hz_check_align(const void *p, size_t align, size_t size, cons
 {
     if (((uintptr_t)p & (align - 1)) != 0)
         hz_fail("%s: block %p (size %zu) is not %zu-byte aligned", what, p, size, align);
+}
+
+/* VmRSS of this process in KiB, or -1 (open/read: no allocation, no stdio) */
+static inline long hz_rss_kb(void)
+{
+    char buf[4096];
+    int fd = open("/proc/self/status", O_RDONLY);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = 0;
+    const char *p = strstr(buf, "VmRSS:");
+    return p ? strtol(p + 6, NULL, 10) : -1;
 }
 
 #endif /* HZCHECK_H */

@@ -8,6 +8,7 @@
  * Prints "orphan MODE: rss_peak_kb=A rss_after_kb=B" (VmRSS) and exits 0; the caller bounds B.
  */
 #include "hzalloc.h"
+#include "hzcheck.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -21,15 +22,6 @@
 extern int malloc_trim(size_t);
 static void **blocks;
 static volatile int freed;
-
-static long rss_kb(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    long size = 0, res = 0;
-    if (!f || fscanf(f, "%ld %ld", &size, &res) != 2) res = -1;
-    if (f) fclose(f);
-    return res * (sysconf(_SC_PAGESIZE) / 1024);
-}
 
 static void *producer(void *arg)
 {
@@ -62,19 +54,19 @@ int main(int argc, char **argv)
     if (dead) {
         pthread_create(&t, NULL, producer, NULL);
         pthread_join(t, NULL);
-        peak = rss_kb();
+        peak = hz_rss_kb();
         for (long i = 0; i < DEAD_BLOCKS; i++) XFREE(blocks[i]);
     } else {
         for (long i = 0; i < IDLE_BLOCKS; i++) {
             blocks[i] = XMALLOC(65536);
             memset(blocks[i], 0x5a, 65536);
         }
-        peak = rss_kb();
+        peak = hz_rss_kb();
         pthread_create(&t, NULL, idle_freer, NULL);
         while (!freed) usleep(1000);
     }
     malloc_trim(0);
-    printf("orphan %s: rss_peak_kb=%ld rss_after_kb=%ld\n", dead ? "dead" : "idle", peak, rss_kb());
+    printf("orphan %s: rss_peak_kb=%ld rss_after_kb=%ld\n", dead ? "dead" : "idle", peak, hz_rss_kb());
     if (!dead) pthread_join(t, NULL);
     return 0;
 }
