@@ -103,8 +103,9 @@ OPTIONS: list[Option] = [
            "the slab memory in use before the oldest go back (the budget follows the heap: large "
            "while it is busy, `max_dirty` once it is freed).", lo=0.0, hi=4.0),
     Option("backing.purge_thread", BOOL, False, "A background thread returns dirty slabs "
-           "`delay_ms` after they were freed, even when no slow path runs; started the first time "
-           "the dirty budget is exceeded (delayed, threads: true)."),
+           "`delay_ms` after they were freed, even when no slow path runs; started once the slab "
+           "heap passes 2 x `max_dirty` or the budget is exceeded (delayed, threads: true; "
+           "`HZ_PURGE_THREAD=0` turns it off at run time)."),
     Option("backing.segment_cache", INT, 1, "Empty segments kept mapped (purged) for reuse.",
            lo=0, hi=64),
 

@@ -2,6 +2,7 @@
 library and again under LD_PRELOAD of the override library (never loaded into pytest itself)."""
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -87,14 +88,30 @@ PURGER_REPORT = re.compile(r"purger \d+: rss_peak_kb=(\d+) rss_at_free_kb=(\d+) 
                            r"tasks=(\d+) sigblk=([0-9a-f]+)")
 
 
-def test_purger_returns_memory_while_the_program_sleeps(built, model, plain_programs):
-    """96 MiB freed, then 1.5 s without an allocator call, in a parent and in a forked child.
-    With backing.purge_thread the frees leave the memory dirty (no madvise on the free path) and
-    the purger returns it; its thread blocks every signal. Without it, no thread is added."""
-    out = run([plain_programs["purger"], "fork"], env=preload_env(built))
+@pytest.fixture(scope="session")
+def create_guard(tmp_path_factory):
+    """tests/c/create_guard.c as a preload shim: aborts on pthread_create inside free()."""
+    out = tmp_path_factory.mktemp("guard") / "create_guard.so"
+    subprocess.run([os.environ.get("CC", "cc"), "-O2", "-fPIC", "-shared", "-Wall", "-Wextra",
+                    "-Werror", "-o", str(out), str(C / "create_guard.c"), "-ldl"], check=True)
+    return out
+
+
+def purger_reports(out):
     reports = [tuple(int(x) for x in r[:4]) + (int(r[4], 16),) for r in PURGER_REPORT.findall(out)]
     assert len(reports) == 2, out            # the parent, then the forked child
-    for peak, at_free, after, tasks, sigblk in reports:
+    return reports
+
+
+def test_purger_returns_memory_while_the_program_sleeps(built, model, plain_programs, create_guard):
+    """96 MiB freed, then 1.5 s without an allocator call, in a parent and in a forked child.
+    With backing.purge_thread the frees leave the memory dirty (no madvise on the free path) and
+    the purger returns it; its thread blocks every signal and is never started from inside free
+    (the guard shim aborts if it is). Without it, no thread is added."""
+    env = preload_env(built)
+    env["LD_PRELOAD"] = f"{create_guard} {built.override}"
+    out = run([plain_programs["purger"], "fork"], env=env)
+    for peak, at_free, after, tasks, sigblk in purger_reports(out):
         assert peak > 90 * 1024, out
         if model.backing["purge_thread"]:
             assert at_free > peak // 2, out      # deferred: the frees did not purge
@@ -104,3 +121,13 @@ def test_purger_returns_memory_while_the_program_sleeps(built, model, plain_prog
                 assert sigblk >> (sig - 1) & 1, (sig, hex(sigblk))
         else:
             assert tasks == 1, out
+
+
+def test_purge_thread_opt_out(built, model, plain_programs):
+    """HZ_PURGE_THREAD=0: no thread of ours, and memory still goes back (inline, on frees)."""
+    if not model.backing["purge_thread"]:
+        pytest.skip("spec has no purge thread")
+    out = run([plain_programs["purger"], "fork"], env=preload_env(built, HZ_PURGE_THREAD="0"))
+    for peak, _at_free, after, tasks, _sigblk in purger_reports(out):
+        assert tasks == 1, out
+        assert after <= peak // 4, out

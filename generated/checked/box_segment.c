@@ -12,7 +12,10 @@ static _Atomic(uint64_t) hz_seg_mapped_count, hz_seg_released_count, hz_purged_b
 static atomic_uint hz_dirty_total;       /* dirty units waiting for the purge, all segments */
 static size_t hz_units_in_use;           /* slab units handed to heaps, under hz_seg_lock */
 static _Atomic(uint64_t) hz_next_purge_ms;
-static atomic_int hz_purger_state;       /* 0 none, 1 starting, 2 running, 3 could not start */
+static atomic_int hz_purger_state;       /* 0 none, 1 starting, 2 running, 3 could not start or off */
+static atomic_int hz_purger_wanted;      /* a slab release found memory to return */
+static int hz_purger_off;                /* HZ_PURGE_THREAD=0 in the environment */
+#define HZ_PURGER_START_UNITS 512u   /* twice max_dirty */
 static atomic_int hz_purger_idle;        /* 1: the purger waits on this futex for dirty units */
 static size_t hz_units_peak;             /* high-water of the units in use (lock held) */
 #define HZ_PURGER_RUNNING() (atomic_load_explicit(&hz_purger_state, memory_order_relaxed) == 2)
@@ -127,8 +130,9 @@ static void *hz_purger_main(void *arg)
   return NULL;
 }
 
-/* called with no allocator lock held: pthread_create allocates */
-static void hz_purger_start(void)
+/* from the top of an allocation miss, when a release asked for it: no allocator lock is held
+ * and the heap is consistent, since pthread_create allocates (and so re-enters malloc) */
+HZ_COLD void hz_purger_start(void)
 {
   int st = 0;
   if (!atomic_compare_exchange_strong(&hz_purger_state, &st, 1)) return;
@@ -199,7 +203,11 @@ static hz_slab *hz_slab_alloc(hz_heap *h, uint32_t cls)
   }
   seg->free_units -= n;
   hz_units_in_use += n;
-  if (hz_units_in_use > hz_units_peak) hz_units_peak = hz_units_in_use;
+  if (hz_units_in_use > hz_units_peak) {
+    hz_units_peak = hz_units_in_use;
+    /* a heap this large will make purges that frees should not wait for: ask for the purger */
+    if (hz_units_peak > HZ_PURGER_START_UNITS) atomic_store_explicit(&hz_purger_wanted, 1, memory_order_relaxed);
+  }
   hz_lock_release(&hz_seg_lock);
 
   hz_slab *s = &seg->slab[at];
@@ -261,12 +269,10 @@ static void hz_slab_release(hz_slab *s)
   int extra_empty = seg->free_units == HZ_UNITS - HZ_HEADER_UNITS && ++hz_segments_empty > HZ_SEGMENT_CACHE;
   hz_units_in_use -= n;
   size_t budget = hz_dirty_budget();
-  if ((extra_empty || before + n > budget) && !atomic_load(&hz_purger_state)) {
-    /* the first time memory would go back here: start the purger, which returns it on time */
-    hz_lock_release(&hz_seg_lock);
-    hz_purger_start();
-    return;
-  }
+  /* memory goes back here: ask for the purger. Not started from here: free runs inside glibc's
+   * thread-stack lock (a joined thread's TLS), which pthread_create takes; the next allocation
+   * miss starts it */
+  if (extra_empty || before + n > budget) atomic_store_explicit(&hz_purger_wanted, 1, memory_order_relaxed);
   if (extra_empty && !HZ_PURGER_RUNNING()) {   /* one empty segment too many: unmap it now */
     hz_segment_retire(seg);
     hz_lock_release(&hz_seg_lock);

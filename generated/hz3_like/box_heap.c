@@ -126,7 +126,7 @@ static void hz_fork_child(void)
   hz_lock_reset(&hz_large_lock);
   hz_lock_reset(&hz_seg_lock);
   hz_lock_reset(&hz_heap_lock);
-  atomic_store(&hz_purger_state, 0);   /* the purger did not come along: start one when needed */
+  atomic_store(&hz_purger_state, hz_purger_off ? 3 : 0);   /* the purger did not come along */
   atomic_store(&hz_purger_idle, 0);
   /* heaps of threads that do not exist here may be mid-update: never touch them again */
   for (hz_heap *h = hz_heaps_all; h; h = h->next_all)
@@ -136,4 +136,9 @@ static void hz_fork_child(void)
 __attribute__((constructor)) static void hz_init(void)
 {
   pthread_atfork(hz_fork_prepare, hz_fork_parent, hz_fork_child);
+  const char *off = getenv("HZ_PURGE_THREAD");   /* `0`: no thread of ours (e.g. for unshare) */
+  if (off && off[0] == '0') {
+    hz_purger_off = 1;
+    atomic_store(&hz_purger_state, 3);
+  }
 }
