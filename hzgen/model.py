@@ -34,6 +34,7 @@ class Tier:
     caps: tuple           # per class of the range: blocks held at most (max_bytes budget)
     refills: tuple        # per class: blocks moved in on a miss
     drains: tuple         # per class: blocks moved out when full
+    slow_start: bool = False   # sll: refills from the slabs start small and double (per heap)
 
     @property
     def uniform(self) -> bool:
@@ -53,7 +54,8 @@ def make_tier(kind: str, params: dict, sizes: list) -> Tier:
     # (or gets) some blocks in both directions instead of thrashing between 0 and the limit
     return Tier(kind, cap, caps,
                 tuple(max(1, min(params["refill_batch"], (c + 1) // 2)) for c in caps),
-                tuple(max(1, min(params["drain_batch"], (c + 1) // 2)) for c in caps))
+                tuple(max(1, min(params["drain_batch"], (c + 1) // 2)) for c in caps),
+                bool(params.get("slow_start")))
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class TierRange:
     @property
     def cache_bytes(self) -> int:
         """sizeof(hz_cache_rN) on LP64, as hz_internal.h lays it out (the C asserts it):
-        a ring is {u32 n, cap; void *slot[capacity]}, an sll {void *head; u32 n, cap}."""
+        a ring is {u32 n, cap; void *slot[capacity]}, an sll {void *head; i32 room; u32 batch}."""
         return sum(8 + 8 * t.capacity if t.kind == "ring" else 16 for t in self.caches)
 
 

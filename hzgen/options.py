@@ -141,6 +141,9 @@ TIER_OPTIONS: list[Option] = [
     Option("sll.refill_batch", INT, 32, "Blocks moved in on a miss.", lo=1, hi=4096),
     Option("sll.drain_batch", INT, 64, "Blocks moved out when full.", lo=1, hi=4096),
     Option("sll.max_bytes", SIZE, 0, "Per-class byte budget, as for ring.", lo=0, hi=1 << 30),
+    Option("sll.slow_start", BOOL, False, "When the sll is the last tier: a class's refills "
+           "from the slabs start at 4 blocks and double up to `refill_batch` (again after each "
+           "thread exit), so short-lived threads do not pull in batches they never use."),
 ]
 
 CACHE_TIERS = ("ring", "sll")

@@ -90,6 +90,15 @@ def test_remote_strategy_code_is_only_the_chosen_one(spec_path, model, in_repo):
     assert ("hz_tls_heap" in code) == model.threads
 
 
+def test_switches_leave_code_only_when_on(spec_path, model, in_repo):
+    """backing.purge_thread and sll.slow_start: each is code only in the specs that ask for it."""
+    _, files = render_spec(spec_path.relative_to(REPO))
+    code = _code(files)
+    assert ("pthread_create" in code) == bool(model.backing["purge_thread"])
+    slow = any(r.caches[-1].kind == "sll" and r.caches[-1].slow_start for r in model.ranges)
+    assert ("HZ_SLOW_START_BLOCKS" in files["box_front.c"]) == slow
+
+
 def test_failed_render_leaves_destination_untouched(tmp_path):
     dest = tmp_path / "gen"
     R.write_tree({"a.c": "old"}, dest)
