@@ -278,7 +278,10 @@ def test_inspect_ring_only_range_has_no_sll_code(tmp_path):
     for e in ("malloc", "free"):
         ops = r["source"][e]["tier_ops"]
         assert ops["0"] == {"ring": 1, "sll": 0}, ops      # ring-only range: no list code
-        assert ops["1"]["ring"] == 0 and ops["1"]["sll"] > 0
+    ops = r["source"]["malloc"]["tier_ops"]
+    assert ops["1"]["ring"] == 0 and ops["1"]["sll"] > 0
+    # free's inline path is range 0's only: the registry kind sends range 1 out of line
+    assert "1" not in r["source"]["free"]["tier_ops"], r["source"]["free"]["tier_ops"]
     assert "machine" not in r
 
 

@@ -93,14 +93,14 @@ HZ_INLINE void *hz_alloc_class(uint32_t cls)
   return hz_alloc_miss(h, cls);
 }
 
-/* malloc: the size indexes the heap directly (hz_cache_off_q), the class is needed on a miss only.
+/* malloc: the size picks the range (one compare per range, the same compare that sends large
+ * sizes away) and indexes the heap directly (hz_cache_off_q); the class is needed on a miss only.
  * (Sharing hz_alloc_class's body with the class passed in made gcc hoist the class lookup onto
  * the hit path: two more instructions per malloc.) */
-HZ_INLINE void *hz_malloc(size_t n)
+HZ_INLINE void *hz_malloc_r0(size_t n)
 {
-  if (HZ_UNLIKELY(n > HZ_SMALL_MAX)) return hz_large_alloc(n, 0);
   hz_heap *h = HZ_HEAP();
-  void *p = hz_alloc_fast_at(h, hz_size_cache_off(n));
+  void *p = hz_r0_t0_pop((hz_cache_r0 *)((char *)h + hz_size_cache_off(n)));
   if (HZ_LIKELY(p != NULL)) {
     HZ_STAT(h, alloc, hz_size_class(n), 1);
     HZ_CHECK_ALLOC(p);
@@ -109,7 +109,28 @@ HZ_INLINE void *hz_malloc(size_t n)
   return hz_alloc_miss(h, hz_size_class(n));
 }
 
-/* everything that is not a live small block of ours: NULL, large, foreign */
+HZ_INLINE void *hz_malloc(size_t n)
+{
+  if (HZ_LIKELY(n <= 262144u)) return hz_malloc_r0(n);
+  return hz_large_alloc(n, 0);
+}
+
+/* a live small block of ours: onto tier 0 of its class (range 0's when first_range says the
+ * registry already told), or home to its owner */
+HZ_INLINE void hz_free_small(void *p, int first_range)
+{
+  hz_check_free(p);
+  hz_slab *s = hz_slab_of(p);
+  hz_heap *h = HZ_HEAP();
+  if (HZ_LIKELY(s->owner == h)) {
+    hz_free_fast_slab(h, s, p, first_range);
+    return;
+  }
+  hz_free_remote(h, s, p);
+}
+
+/* everything that is not a live small block of the first range: NULL, other ranges, large,
+ * foreign */
 HZ_NOINLINE void hz_free_slow(void *p)
 {
   if (!p) return;
@@ -128,11 +149,7 @@ HZ_NOINLINE void hz_free_slow(void *p)
 HZ_INLINE void hz_free(void *p)
 {
   if (HZ_LIKELY(hz_kind_of(p) == HZ_KIND_SMALL)) {
-    hz_check_free(p);
-    hz_slab *s = hz_slab_of(p);
-    hz_heap *h = HZ_HEAP();
-    if (HZ_LIKELY(s->owner == h)) { hz_free_fast_slab(h, s, p); return; }
-    hz_free_remote(h, s, p);
+    hz_free_small(p, 1);
     return;
   }
   hz_free_slow(p);
@@ -142,7 +159,7 @@ static size_t hz_usable_size(void *p)
 {
   if (!p) return 0;
   unsigned kind = hz_kind_of(p);
-  if (kind == HZ_KIND_SMALL) return hz_class_size[hz_slab_of(p)->cls];
+  if (hz_is_small(kind)) return hz_class_size[hz_slab_of(p)->cls];
   if (kind == HZ_KIND_LARGE || kind == HZ_KIND_LARGE_HI) {
     hz_large *L = hz_large_of(p, kind);
     return L ? L->usable : 0;
@@ -196,7 +213,7 @@ HZ_API void *HZ_FN(realloc)(void *p, size_t n)
   if (n == 0) { hz_free(p); return NULL; }
   unsigned kind = hz_kind_of(p);
   size_t old;
-  if (kind == HZ_KIND_SMALL) {
+  if (hz_is_small(kind)) {
     hz_check_free(p);   /* validates p; the block stays live below */
     HZ_CHECK_ALLOC(p);
     uint32_t cls = hz_slab_of(p)->cls;

@@ -67,6 +67,7 @@ typedef struct hz_segment {
   struct hz_segment *next, *prev; /* every segment of ours */
   uint32_t free_units;
   uint32_t dirty_units;
+  uint32_t kind;                  /* HZ_KIND_SMALL or HZ_KIND_SMALL_ALT: which ranges' slabs */
   uint64_t dirty_since_ms;
   uint8_t unit_state[HZ_UNITS];
   hz_slab slab[HZ_UNITS];
@@ -74,7 +75,9 @@ typedef struct hz_segment {
 _Static_assert(sizeof(hz_segment) <= HZ_HEADER_UNITS * HZ_SLAB_SIZE, "segment header too large");
 
 /* ---- the registry: what each segment-sized piece of the address space is */
-enum { HZ_KIND_NONE = 0, HZ_KIND_SMALL = 1, HZ_KIND_LARGE = 2, HZ_KIND_LARGE_HI = 3 };
+enum { HZ_KIND_NONE = 0, HZ_KIND_SMALL = 1, HZ_KIND_LARGE = 2, HZ_KIND_LARGE_HI = 3, HZ_KIND_SMALL_ALT = 4 };
+#define HZ_CLASS_KIND(cls) HZ_KIND_SMALL
+HZ_INLINE int hz_is_small(unsigned kind) { return kind == HZ_KIND_SMALL; }
 #define HZ_VA_BITS 48
 #define HZ_SEGMAP_SIZE ((size_t)1 << (HZ_VA_BITS - HZ_SEGMENT_SHIFT))
 #define HZ_SEGMAP_INDEX(u) (((uintptr_t)(u) >> HZ_SEGMENT_SHIFT) & (HZ_SEGMAP_SIZE - 1))

@@ -247,8 +247,13 @@ HZ_INLINE void hz_free_fast_at(hz_heap *h, uint32_t off, const uint32_t *cls, vo
 }
 
 /* local free of a block of slab s: the slab carries its class's cache offset */
-HZ_INLINE void hz_free_fast_slab(hz_heap *h, hz_slab *s, void *p)
+HZ_INLINE void hz_free_fast_slab(hz_heap *h, hz_slab *s, void *p, int first_range)
 {
+  if (first_range) {   /* the registry already said range 0: no dispatch */
+    hz_r0_free_to(h, (hz_cache_r0 *)((char *)h + s->cache_off), &s->cls, p);
+    return;
+  }
+  (void)first_range;
   hz_free_fast_at(h, s->cache_off, &s->cls, p);
 }
 

@@ -20,18 +20,19 @@ static atomic_int hz_purger_idle;        /* 1: the purger waits on this futex fo
 static size_t hz_units_peak;             /* high-water of the units in use (lock held) */
 #define HZ_PURGER_RUNNING() (atomic_load_explicit(&hz_purger_state, memory_order_relaxed) == 2)
 
-static hz_segment *hz_segment_new(void)
+static hz_segment *hz_segment_new(unsigned kind)
 {
   hz_segment *seg = hz_os_map_aligned(HZ_SEGMENT_SIZE, HZ_SEGMENT_SIZE);
   if (!seg) return NULL;
   seg->magic = HZ_SEGMENT_MAGIC;
+  seg->kind = kind;
   seg->free_units = HZ_UNITS - HZ_HEADER_UNITS;
   for (uint32_t u = 0; u < HZ_HEADER_UNITS; u++) seg->unit_state[u] = HZ_UNIT_USED;
   seg->next = hz_segments;
   seg->prev = NULL;
   if (hz_segments) hz_segments->prev = seg;
   hz_segments = seg;
-  __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(seg)], HZ_KIND_SMALL, __ATOMIC_RELEASE);
+  __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(seg)], (uint8_t)kind, __ATOMIC_RELEASE);
   atomic_fetch_add_explicit(&hz_seg_mapped_count, 1, memory_order_relaxed);
   return seg;
 }
@@ -184,14 +185,19 @@ static uint32_t hz_segment_find_run(hz_segment *seg, uint32_t n)
 static hz_slab *hz_slab_alloc(hz_heap *h, uint32_t cls)
 {
   uint32_t n = hz_class_units[cls], at = 0;
+  const unsigned kind = HZ_CLASS_KIND(cls);
   hz_segment *seg;
   hz_lock_acquire(&hz_seg_lock);
   for (seg = hz_segments; seg; seg = seg->next)
-    if (seg->free_units >= n && (at = hz_segment_find_run(seg, n)) != 0) break;
+    if ((seg->kind == kind || seg->free_units == HZ_UNITS - HZ_HEADER_UNITS) && seg->free_units >= n &&
+        (at = hz_segment_find_run(seg, n)) != 0) break;
   if (!seg) {
-    seg = hz_segment_new();
+    seg = hz_segment_new(kind);
     if (!seg) { hz_lock_release(&hz_seg_lock); return NULL; }
     at = HZ_HEADER_UNITS;
+  } else if (seg->kind != kind) {   /* an empty segment changes sides: no block of it is live */
+    seg->kind = kind;
+    __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(seg)], (uint8_t)kind, __ATOMIC_RELEASE);
   }
   if (seg->free_units == HZ_UNITS - HZ_HEADER_UNITS && hz_segments_empty) hz_segments_empty--;
   for (uint32_t u = at; u < at + n; u++) {
