@@ -169,17 +169,25 @@ def boundaries(m: Model) -> list[tuple[str, str]]:
 def fast_paths(m: Model) -> dict[str, list[str]]:
     q = m.quantum
     heap = "h = hz_tls_heap (one TLS load)" if m.threads else "h = &hz_main_heap (no TLS)"
-    alloc = [f"n <= {m.small_max}? else -> hz_large_alloc (too-large boundary)",
-             f"cls = hz_class_of_q[(n + {q - 1}) >> {q.bit_length() - 1}] (table of "
-             f"{len(m.lookup)} bytes)",
+    multi = len(m.ranges) > 1
+    if multi:   # the size compare that sends large sizes away also picks the range
+        split = ", ".join(f"n <= {r.hi} -> range {r.index}" for r in m.ranges)
+        first = f"pick the range by size: {split}, else -> hz_large_alloc (too-large boundary)"
+    else:
+        first = f"n <= {m.small_max}? else -> hz_large_alloc (too-large boundary)"
+    alloc = [first,
+             f"off = hz_cache_off_q[(n + {q - 1}) >> {q.bit_length() - 1}]: the class's cache "
+             f"in the heap (a table of {len(m.lookup)} entries; the class itself is looked up on "
+             "a miss only)",
              heap]
-    free = [f"hz_segmap[p >> {m.segment.bit_length() - 1}] == small? else -> hz_free_slow "
+    seg = m.segment.bit_length() - 1
+    free = [f"hz_segmap[p >> {seg}] == small (range 0's segments)? else -> hz_free_slow (the "
+            "other ranges' segments: these steps with the class range of slab->cls; NULL, large, "
+            "foreign pointer boundary)" if multi else
+            f"hz_segmap[p >> {seg}] == small? else -> hz_free_slow "
             "(NULL, large, foreign pointer boundary)"]
     if m.stats_on:
         alloc.append("stats: alloc[cls] += 1")
-    if len(m.ranges) > 1:
-        split = ", ".join(f"cls <= {r.last_class} -> range {r.index}" for r in m.ranges[:-1])
-        alloc.append(f"pick the class range: {split}, else range {m.ranges[-1].index}")
     pops = []
     for r in m.ranges:
         t = r.caches[0]
@@ -207,12 +215,9 @@ def fast_paths(m: Model) -> dict[str, list[str]]:
         free.append("slab owner == h? else -> hz_free_remote (remote boundary)")
     if m.stats_on:
         free.append("stats: free[cls] += 1")
-    if len(m.ranges) > 1:
-        free.append("pick the class range of slab->cls")
     free.append("tier 0 full (n >= cap[cls])? -> drain a batch down first (drain boundary)")
-    kinds = sorted({r.caches[0].kind for r in m.ranges})
-    free.append("push on tier 0 (" + " / ".join(
-        {"ring": "slot[n++] = p", "sll": "p->next = head, head = p, n++"}[k] for k in kinds) + ")")
+    free.append("push on tier 0 (" + {"ring": "slot[n++] = p", "sll": "p->next = head, head = p, "
+                                      "n++"}[m.ranges[0].caches[0].kind] + ")")
     return {"malloc": alloc, "free": free}
 
 

@@ -66,7 +66,7 @@ def test_hz3_like_geometry():
 
 @pytest.mark.parametrize("name,chains", [
     ("tiny-ring", [("ring", "sll", "superslab"), ("sll", "superslab")]),
-    ("default", [("sll", "superslab")]),
+    ("default", [("sll", "superslab"), ("ring", "superslab")]),
 ])
 def test_chains(name, chains):
     from hzgen.pipeline import load_model
