@@ -33,7 +33,7 @@ bench: setup
 	@command -v apt-get >/dev/null && { dpkg -s libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 time valgrind >/dev/null 2>&1 || \
 	  { apt-get update -qq && apt-get install -y -qq libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 time linux-perf valgrind; }; } || true
 	mkdir -p bench/results
-	$(BIN)/hzgen bench --json bench/results/latest.json --plot bench/results/latest.png
+	$(BIN)/hzgen bench --pairs 9 --json bench/results/latest.json --plot bench/results/latest.png
 
 generated: setup    # after changing templates, specs or options: regenerate what is committed
 	for s in specs/*.yaml; do $(BIN)/hzgen build $$s >/dev/null || exit 1; done
