@@ -84,6 +84,10 @@ def _backing_text(m: Model) -> str:
            "delayed": f"empty slabs go back to the OS {b['delay_ms']} ms after they empty "
                       f"(checked on slow paths), at once past {size_text(b['max_dirty'])} waiting",
            "never": "empty slabs are never returned to the OS"}[b["release"]]
+    if b.get("purge_thread"):
+        rel += (f"; once the slab heap passes {size_text(2 * b['max_dirty'])} a purger thread "
+                "(started from an allocation miss, HZ_PURGE_THREAD=0 turns it off) returns them "
+                "on time even with no allocator activity, and frees stop purging")
     return f"{rel}; {b['segment_cache']} empty segment(s) kept mapped for reuse"
 
 
@@ -141,8 +145,9 @@ BOUNDARY_DOC = {
              "superslab)",
     "remote": "free of a block another heap owns",
     "too-large": "malloc of more than small_max",
-    "foreign pointer": "free(p) whose registry kind is not small -> hz_free_slow: NULL is a "
-                       "no-op, large -> large box, anything else",
+    "foreign pointer": "free(p) whose registry kind is not small (with several class ranges: "
+                       "not the first range's) -> hz_free_slow: NULL is a no-op, the other "
+                       "ranges' segments -> their tiers, large -> large box, anything else",
 }
 
 
