@@ -34,6 +34,7 @@ bench: setup
 	  { apt-get update -qq && apt-get install -y -qq libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 time linux-perf valgrind; }; } || true
 	mkdir -p bench/results
 	$(BIN)/hzgen bench --pairs 9 --json bench/results/latest.json --plot bench/results/latest.png
+	$(BIN)/hzgen bench --workloads real --pairs 9 --json bench/results/real.json --plot bench/results/real.png
 
 generated: setup    # after changing templates, specs or options: regenerate what is committed
 	for s in specs/*.yaml; do $(BIN)/hzgen build $$s >/dev/null || exit 1; done

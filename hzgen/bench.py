@@ -63,6 +63,7 @@ class Variant:
     pair_factor: int = 1  # runs per allocator = pairs * pair_factor
     spread: bool = False  # report min..max of the paired ratio in the table
     instructions: bool = False  # count instructions per malloc+free pair
+    real: bool = False  # a real program (bench/realprog.c): only when asked for (`real`)
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -81,8 +82,13 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("scratch2", "scratch", ("-t", "2")),
     Variant("churn", "churn"),
     Variant("footprint", "footprint"),
+    # real programs on the allocator under test: python3, its sqlite3, cc (and its cc1/as)
+    Variant("py", "realprog", ("-p", "py"), real=True),
+    Variant("sqlite", "realprog", ("-p", "sqlite"), real=True),
+    Variant("cc", "realprog", ("-p", "cc"), real=True),
 )
 VARIANT_BY_NAME = {v.name: v for v in VARIANTS}
+SUITE = tuple(v for v in VARIANTS if not v.real)   # what runs when no workload is named
 
 # Pairs per instruction measurement run: N and 2N (multiples of 128).
 INSTR_PAIRS = 262144
@@ -90,9 +96,10 @@ INSTR_PAIRS = 262144
 
 def select_variants(spec: Optional[str]) -> list[Variant]:
     """Variants named in a comma list; a program name (``tiny``, ``larson``)
-    selects all of its variants.  None or empty selects everything."""
+    selects all of its variants, ``real`` the real programs, ``all`` everything.
+    None or empty selects the synthetic suite (SUITE)."""
     if spec is None or not spec.strip():
-        return list(VARIANTS)
+        return list(SUITE)
     chosen: list[Variant] = []
     for raw in spec.split(","):
         name = raw.strip()
@@ -100,6 +107,8 @@ def select_variants(spec: Optional[str]) -> list[Variant]:
             continue
         if name in ("all", "*"):
             matches = list(VARIANTS)
+        elif name == "real":
+            matches = [v for v in VARIANTS if v.real]
         elif name in VARIANT_BY_NAME:
             matches = [VARIANT_BY_NAME[name]]
         else:
@@ -811,11 +820,15 @@ def render_table(result: dict[str, Any]) -> str:
     out = [line(header), line(["-" * w for w in widths])]
     out += [line(r) for r in rows]
     meta = result["meta"]
+    # say only what applies to the workloads in this table
+    doubled = [n for n, w in result["workloads"].items() if w["runs"] > meta["pairs"]]
+    counted = any(w["instructions"] for w in result["workloads"].values())
     out.append("")
-    out.append(f"median of {meta['pairs']} runs per allocator (prodcons: {2 * meta['pairs']}); "
-               f"ratio = median of paired ratios to {baseline}; "
-               f"peak RSS from {meta['rss_source']}; "
-               f"instr/pair: {_instr_note(meta)}"
+    out.append(f"median of {meta['pairs']} runs per allocator"
+               + (f" ({', '.join(doubled)}: {2 * meta['pairs']})" if doubled else "")
+               + f"; ratio = median of paired ratios to {baseline}; "
+               f"peak RSS from {meta['rss_source']}"
+               + (f"; instr/pair: {_instr_note(meta)}" if counted else "")
                + (f"; scale {meta['scale']:g}" if meta["scale"] != 1.0 else ""))
     return "\n".join(out)
 
@@ -880,8 +893,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma list of peer allocators, or 'none' (default: {DEFAULT_PEERS})")
     parser.add_argument("--workloads", default=None, metavar="LIST",
                         help="comma list of workloads (variant names such as tiny16, larson2, "
-                             "or program names such as tiny, larson); default: all: "
-                             + ", ".join(v.name for v in VARIANTS))
+                             "program names such as tiny, larson, `real` for the real programs "
+                             "(" + ", ".join(v.name for v in VARIANTS if v.real) + "), `all` "
+                             "for everything); default: the suite: "
+                             + ", ".join(v.name for v in SUITE))
     parser.add_argument("--pairs", type=int, default=5, metavar="N",
                         help="runs per allocator and workload, alternating allocators "
                              "(default: 5; prodcons runs 2N)")

@@ -53,6 +53,17 @@ __attribute__((constructor)) static void hz_mark_exe(void) {
 }
 """
 
+def _marker_lib(tmp_path: Path, source: str = MARKER_C) -> tuple[Path, Path]:
+    """A preload library built from `source` (MARKER_C or MARKER_EXE_C) and its marker file."""
+    marker = tmp_path / "preloaded.txt"
+    src = tmp_path / "marker.c"
+    src.write_text(source)
+    lib = tmp_path / "libmarker.so"
+    subprocess.run(["cc", "-shared", "-fPIC", f'-DMARK="{marker}"', "-o", str(lib), str(src)],
+                   check=True)
+    return lib, marker
+
+
 # The start of a stand-in for `perf stat -x, -e EVENT -o FILE -- CMD...`: takes the -o FILE,
 # leaves CMD... in "$@".
 _FAKE_PERF_ARGS = r"""#!/bin/sh
@@ -151,12 +162,7 @@ def private_build_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @needs_cc
 def test_suite_end_to_end(tmp_path, spec_file, private_build_dir, monkeypatch, capsys):
     pytest.importorskip("matplotlib")
-    marker = tmp_path / "preloaded.txt"
-    src = tmp_path / "marker.c"
-    src.write_text(MARKER_C)
-    lib = tmp_path / "libmarker.so"
-    subprocess.run(["cc", "-shared", "-fPIC", f'-DMARK="{marker}"', "-o", str(lib), str(src)],
-                   check=True)
+    lib, marker = _marker_lib(tmp_path)
     fakebin = tmp_path / "bin"
     fakebin.mkdir()
     perf = fakebin / "perf"
@@ -174,7 +180,7 @@ def test_suite_end_to_end(tmp_path, spec_file, private_build_dir, monkeypatch, c
     assert rc == 0, captured.err
     assert build_spec.calls == [spec_file]
 
-    all_names = [v.name for v in bench.VARIANTS]
+    all_names = [v.name for v in bench.SUITE]
     # the table: one block per workload, both allocators, a geomean footer
     for name in all_names:
         assert any(line.startswith(name + " ") for line in captured.out.splitlines()), name
@@ -214,11 +220,36 @@ def test_suite_end_to_end(tmp_path, spec_file, private_build_dir, monkeypatch, c
     # LD_PRELOAD reached every run of the spec and nothing else (not glibc's
     # runs, not /usr/bin/time or perf themselves).
     spec_runs = sum(w["runs"] for w in data["workloads"].values())
-    perf_runs = 2 * sum(1 for v in bench.VARIANTS if v.instructions)
+    perf_runs = 2 * sum(1 for v in bench.SUITE if v.instructions)
     assert len(marker.read_text().splitlines()) == spec_runs + perf_runs
 
     png = out_png.read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 1000
+
+
+@needs_cc
+def test_real_programs_run_on_the_allocator_under_test(tmp_path, spec_file, private_build_dir,
+                                                       capsys):
+    """`--workloads real`: python3, sqlite3 and cc run under the spec's library (and glibc's
+    runs under none); the marker records every executable that loaded it."""
+    if not shutil.which("python3"):
+        pytest.skip("python3 is not installed")
+    lib, marker = _marker_lib(tmp_path, MARKER_EXE_C)
+    out_json = tmp_path / "real.json"
+    args = parse([str(spec_file), "--peers", "glibc", "--workloads", "real", "--pairs", "1",
+                  "--scale", "0.05", "--json", str(out_json)])
+    rc = bench.run(args, build_spec=fake_builder(override=lib))
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    data = json.loads(out_json.read_text())
+    assert list(data["workloads"]) == ["py", "sqlite", "cc"]
+    for name, w in data["workloads"].items():
+        for alloc in ("fakespec", "glibc"):
+            assert all(x["ok"] and x["ops"] > 0 for x in w["samples"][alloc]), (name, w)
+    loaded = [Path(x).name for x in marker.read_text().splitlines()]
+    assert loaded.count("realprog") == 3, loaded          # the spec's runs only
+    assert sum(n.startswith("python3") for n in loaded) == 2, loaded
+    assert "cc1" in loaded, loaded                         # cc's compiler proper too
 
 
 @needs_cc
@@ -301,7 +332,10 @@ def test_spec_build_failure_is_reported(spec_file, private_build_dir, capsys):
 def test_select_variants_by_program_and_name():
     names = [v.name for v in bench.select_variants("larson,tiny16")]
     assert names == ["larson1", "larson2", "larson4", "tiny16"]
-    assert [v.name for v in bench.select_variants(None)] == [v.name for v in bench.VARIANTS]
+    assert [v.name for v in bench.select_variants(None)] == [v.name for v in bench.SUITE]
+    assert [v.name for v in bench.select_variants("real")] == ["py", "sqlite", "cc"]
+    assert [v.name for v in bench.select_variants("all")] == [v.name for v in bench.VARIANTS]
+    assert not any(v.real for v in bench.SUITE)
     assert {v.name for v in bench.VARIANTS} >= {
         "tiny16", "tiny32", "tiny64", "tiny256", "mixed", "larson1", "larson2", "larson4",
         "prodcons2", "prodcons4", "midsize2", "realloc", "scratch2", "churn", "footprint"}
@@ -353,15 +387,6 @@ def test_summary_uses_paired_ratios():
 # --------------------------------------------------------------------------
 # Instructions per pair without perf: the callgrind fallback
 
-
-def _marker_lib(tmp_path: Path) -> tuple[Path, Path]:
-    marker = tmp_path / "preloaded.txt"
-    src = tmp_path / "marker.c"
-    src.write_text(MARKER_C)
-    lib = tmp_path / "libmarker.so"
-    subprocess.run(["cc", "-shared", "-fPIC", f'-DMARK="{marker}"', "-o", str(lib), str(src)],
-                   check=True)
-    return lib, marker
 
 
 def _fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **scripts: str) -> None:
@@ -466,12 +491,7 @@ def test_callgrind_counts_the_preloaded_allocator(tmp_path, private_build_dir):
     # counted run (N and 2N), and otherwise only valgrind's launcher, which
     # re-executes with the client's environment to follow env's exec; not
     # the valgrind wrapper script, env(1) or the counting tool.
-    marker = tmp_path / "preloaded.txt"
-    src = tmp_path / "marker_exe.c"
-    src.write_text(MARKER_EXE_C)
-    lib = tmp_path / "libmarker_exe.so"
-    subprocess.run(["cc", "-shared", "-fPIC", f'-DMARK="{marker}"', "-o", str(lib), str(src)],
-                   check=True)
+    lib, marker = _marker_lib(tmp_path, MARKER_EXE_C)
     ipp = bench.instructions_per_pair(exe, v, bench.Allocator("m", "spec", lib), counter,
                                       1024, 300)
     assert ipp is not None and 10 < ipp < 1000

@@ -1,0 +1,118 @@
+/* realprog: real programs as workloads.
+ *
+ * Runs one real program (it inherits LD_PRELOAD, so it runs on the allocator under test),
+ * waits for it and reports its wall time. One op = one unit of the program's work (N below).
+ *
+ *   realprog -p py      python3: dicts of strings, lists of tuples, json round trips, sorts
+ *                       (N = 200000 objects); pymalloc serves the small objects, so malloc
+ *                       sees containers, big strings and arenas
+ *   realprog -p sqlite  python3's sqlite3, in memory: N = 200000 rows inserted, indexed,
+ *                       grouped, updated, deleted
+ *   realprog -p cc      cc -O2 -c of a generated C file of N = 300 functions (cc1 and as
+ *                       run on the allocator too)
+ *   realprog ... [-s SCALE]   N scaled
+ */
+#include "bench.h"
+
+#include <fcntl.h>
+#include <sys/wait.h>
+
+static const char PY[] =
+    "import json, sys\n"
+    "n = int(sys.argv[1])\n"
+    "d = {('k%d' % i) * (1 + i % 7): [str(i)] * (i % 13) for i in range(n)}\n"
+    "rows = sorted(((len(k), k[:20], sum(map(len, v))) for k, v in d.items()), reverse=True)\n"
+    "blob = json.dumps({'rows': rows[: n // 4], 'keys': list(d)[: n // 4]})\n"
+    "back = json.loads(blob)\n"
+    "parts = ''.join(k for k in back['keys']).split('k')\n"
+    "del d\n"
+    "print(len(rows) + len(back['rows']) + len(parts))\n";
+
+static const char SQLITE[] =
+    "import sqlite3, sys, random\n"
+    "n = int(sys.argv[1])\n"
+    "rnd = random.Random(7)\n"
+    "db = sqlite3.connect(':memory:')\n"
+    "db.execute('create table t (a integer, b text, c real)')\n"
+    "db.executemany('insert into t values (?, ?, ?)',\n"
+    "               ((i, 'x' * rnd.randint(20, 200), rnd.random()) for i in range(n)))\n"
+    "db.execute('create index tb on t (b)')\n"
+    "s = db.execute('select length(b), count(*), avg(c) from t group by length(b)').fetchall()\n"
+    "db.execute('update t set b = b || b where a % 3 = 0')\n"
+    "db.execute('delete from t where a % 5 = 0')\n"
+    "print(len(s), db.execute('select count(*) from t').fetchone()[0])\n";
+
+/* a C file of `n` functions with some structure for the optimizer to chew on */
+static void write_c_source(FILE *f, long n) {
+    fprintf(f, "struct node { struct node *next; long v[8]; };\n");
+    for (long i = 0; i < n; i++) {
+        fprintf(f,
+                "long f%ld(struct node *p, long k) {\n"
+                "  long s = %ld;\n"
+                "  for (; p; p = p->next)\n"
+                "    for (int j = 0; j < 8; j++) s += (p->v[j] ^ k) * %ld + (s >> %ld);\n"
+                "  switch (k & 7) { case 0: s += f%ld(0, s); break; case 1: s *= 3; break;\n"
+                "    case 2: s ^= k; break; default: s -= %ld; }\n"
+                "  return s;\n"
+                "}\n",
+                i, i, i % 17 + 1, i % 5 + 1, i ? i - 1 : 0, i);
+    }
+}
+
+static int run(char *const argv[]) {
+    pid_t pid = fork();
+    if (pid < 0) bench_die("realprog: fork: %s", strerror(errno));
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0) dup2(devnull, 1);     /* the program's output is not ours */
+        execvp(argv[0], argv);
+        fprintf(stderr, "realprog: cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    int st;
+    if (waitpid(pid, &st, 0) != pid) bench_die("realprog: waitpid: %s", strerror(errno));
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int main(int argc, char **argv) {
+    const char *prog = NULL;
+    double scale = 1.0;
+    int c;
+    while ((c = getopt(argc, argv, "p:s:h")) != -1) {
+        if (c == 'p') prog = optarg;
+        else if (c == 's') scale = strtod(optarg, NULL);
+        else {
+            fprintf(stderr, "usage: %s -p py|sqlite|cc [-s SCALE]\n", argv[0]);
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    if (!prog || !(scale > 0)) bench_die("realprog: -p py|sqlite|cc and a positive -s are required");
+    char nbuf[32], path[] = "/tmp/hzgen-realprog-XXXXXX.c";
+    long n;
+    int rc;
+    double t0;
+    if (!strcmp(prog, "py") || !strcmp(prog, "sqlite")) {
+        n = (long)bench_scaled(200000, scale, 1000);
+        snprintf(nbuf, sizeof nbuf, "%ld", n);
+        char *cmd[] = {"python3", "-c", (char *)(prog[0] == 'p' ? PY : SQLITE), nbuf, NULL};
+        t0 = bench_now();
+        rc = run(cmd);
+    } else if (!strcmp(prog, "cc")) {
+        n = (long)bench_scaled(300, scale, 10);
+        int fd = mkstemps(path, 2);
+        FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+        if (!f) bench_die("realprog: cannot write %s: %s", path, strerror(errno));
+        write_c_source(f, n);
+        fclose(f);
+        char *cmd[] = {"cc", "-O2", "-c", path, "-o", "/dev/null", NULL};
+        t0 = bench_now();
+        rc = run(cmd);
+        unlink(path);
+    } else {
+        bench_die("realprog: unknown program '%s' (py, sqlite, cc)", prog);
+    }
+    double secs = bench_now() - t0;
+    if (rc) bench_die("realprog: %s exited with status %d", prog, rc);
+    bench_result(prog, n, secs, "");
+    return 0;
+}
