@@ -712,6 +712,9 @@ def summarize(samples: dict[str, list[dict[str, Any]]], baseline: str) -> dict[s
                   for s, b in zip(samples[a], base)
                   if s["ok"] and b["ok"] and b["ops_per_sec"] > 0]
         med_ratio[a] = _median(ratios)
+        if a == baseline:   # its ratios to itself are all 1: show how its own runs spread
+            ops = [s["ops_per_sec"] for s in ok]
+            ratios = [x / med_ops[a] for x in ops] if ops and med_ops[a] else []
         rmin[a] = min(ratios) if ratios else None
         rmax[a] = max(ratios) if ratios else None
         rss[a] = _median([s["rss_kb"] for s in ok if isinstance(s.get("rss_kb"), int)])

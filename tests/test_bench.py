@@ -374,12 +374,15 @@ def test_summary_uses_paired_ratios():
     def s(x):
         return {"ok": True, "ops_per_sec": x, "rss_kb": 100, "fields": {"rss_after_free_kb": x}}
 
-    samples = {"base": [s(100.0), s(200.0), s(100.0)],
+    samples = {"base": [s(100.0), s(200.0), s(100.0)],   # median 100
                "other": [s(200.0), s(200.0), {"ok": False, "error": "boom", "rss_kb": None}]}
     sm = bench.summarize(samples, "base")
     assert sm["median_ops_per_sec"] == {"base": 100.0, "other": 200.0}
     assert sm["median_ratio"]["other"] == pytest.approx(1.5)  # median of 2.0 and 1.0
     assert (sm["ratio_min"]["other"], sm["ratio_max"]["other"]) == (1.0, 2.0)
+    assert sm["median_ratio"]["base"] == 1.0
+    # the baseline's spread is its own runs over their median (its ratios to itself are all 1)
+    assert (sm["ratio_min"]["base"], sm["ratio_max"]["base"]) == (1.0, 2.0)
     assert sm["failures"] == {"base": 0, "other": 1}
     assert sm["fields_median"]["base"]["rss_after_free_kb"] == 100.0
 
