@@ -105,9 +105,10 @@ static uint64_t hz_purge_due(uint64_t now)
   return next;
 }
 
-/* Purger: a background thread (jemalloc's background_thread), started the first time the
- * dirty budget is exceeded. From then on dirty slabs go back delay_ms after they were freed
- * even when no slow path runs, and frees no longer wait for madvise. */
+/* Purger: a background thread (jemalloc's background_thread), wanted once the slab heap passes
+ * twice max_dirty or a release exceeds the dirty budget, started by the next allocation miss.
+ * From then on dirty slabs go back delay_ms after they were freed even when no slow path runs,
+ * and frees no longer wait for madvise. */
 static void hz_futex(atomic_int *addr, int op, int val)
 {
   syscall(SYS_futex, addr, op, val, NULL, NULL, 0);
