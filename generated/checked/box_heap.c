@@ -128,6 +128,7 @@ static void hz_fork_child(void)
   hz_lock_reset(&hz_heap_lock);
   atomic_store(&hz_purger_state, hz_purger_off ? 3 : 0);   /* the purger did not come along */
   atomic_store(&hz_purger_idle, 0);
+  hz_purger_fork_child();
   /* heaps of threads that do not exist here may be mid-update: never touch them again */
   for (hz_heap *h = hz_heaps_all; h; h = h->next_all)
     if (h->state == HZ_HEAP_LIVE && h != hz_tls_heap) h->state = HZ_HEAP_ORPHANED;

@@ -37,12 +37,18 @@ static hz_segment *hz_segment_new(unsigned kind)
   return seg;
 }
 
-static void hz_segment_free(hz_segment *seg)
+/* take seg off the list and out of the registry (lock held); hz_os_unmap it next */
+static void hz_segment_unlink(hz_segment *seg)
 {
   if (seg->prev) seg->prev->next = seg->next; else hz_segments = seg->next;
   if (seg->next) seg->next->prev = seg->prev;
   __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(seg)], HZ_KIND_NONE, __ATOMIC_RELEASE);
   atomic_fetch_add_explicit(&hz_seg_released_count, 1, memory_order_relaxed);
+}
+
+static void hz_segment_free(hz_segment *seg)
+{
+  hz_segment_unlink(seg);
   hz_os_unmap(seg, HZ_SEGMENT_SIZE);
 }
 
@@ -66,7 +72,8 @@ static void hz_segment_purge(hz_segment *seg)
  * otherwise its dirty units are purged (lock held) */
 static void hz_segment_retire(hz_segment *seg)
 {
-  if (seg->free_units == HZ_UNITS - HZ_HEADER_UNITS && hz_segments_empty > HZ_SEGMENT_CACHE) {
+  if (seg->free_units == HZ_UNITS - HZ_HEADER_UNITS && hz_segments_empty > HZ_SEGMENT_CACHE &&
+      !seg->purging) {
     atomic_fetch_sub_explicit(&hz_dirty_total, seg->dirty_units, memory_order_relaxed);
     hz_segments_empty--;
     hz_segment_free(seg);
@@ -114,11 +121,98 @@ static void hz_futex(atomic_int *addr, int op, int val)
   syscall(SYS_futex, addr, op, val, NULL, NULL, 0);
 }
 
+/* The purger's pass: like hz_purge_due, but the madvise calls run with the lock released, so
+ * threads that need a slab meanwhile do not wait for the OS. Under the lock the due runs turn
+ * PURGING (no slab is carved from them, their segment is not unmapped); after the calls, CLEAN. */
+typedef struct { hz_segment *seg; uint32_t at, n; } hz_purge_run;   /* n == 0: munmap seg */
+static hz_purge_run hz_purge_runs[64];   /* the purger's current round */
+static uint32_t hz_purge_pending;        /* entries of it not done yet (lock held) */
+
+static uint64_t hz_purger_pass(uint64_t now)
+{
+  hz_purge_run *runs = hz_purge_runs;
+  uint64_t next;
+  uint32_t taken;
+  do {
+    taken = 0;
+    next = UINT64_MAX;
+    hz_lock_acquire(&hz_seg_lock);
+    for (hz_segment *seg = hz_segments, *after; seg; seg = after) {
+      after = seg->next;
+      if (!seg->dirty_units) continue;
+      uint64_t due = seg->dirty_since_ms + HZ_PURGE_DELAY_MS;
+      if (now < due || taken == 64u) {       /* not yet, or for the next round */
+        if (due < next) next = now < due ? due : now;
+        continue;
+      }
+      if (seg->free_units == HZ_UNITS - HZ_HEADER_UNITS && hz_segments_empty > HZ_SEGMENT_CACHE &&
+          !seg->purging) {                   /* a whole segment too many: munmap it, unlocked */
+        atomic_fetch_sub_explicit(&hz_dirty_total, seg->dirty_units, memory_order_relaxed);
+        hz_segments_empty--;
+        hz_segment_unlink(seg);
+        runs[taken++] = (hz_purge_run){seg, 0, 0};
+        continue;
+      }
+      for (uint32_t u = HZ_HEADER_UNITS; u < HZ_UNITS && taken < 64u; u++) {
+        if (seg->unit_state[u] != HZ_UNIT_DIRTY) continue;
+        uint32_t end = u;
+        while (end < HZ_UNITS && seg->unit_state[end] == HZ_UNIT_DIRTY) seg->unit_state[end++] = HZ_UNIT_PURGING;
+        runs[taken++] = (hz_purge_run){seg, u, end - u};
+        seg->dirty_units -= end - u;
+        atomic_fetch_sub_explicit(&hz_dirty_total, end - u, memory_order_relaxed);
+        seg->purging++;
+        u = end;
+      }
+      if (seg->dirty_units) next = now;      /* runs left over: the next round */
+    }
+    hz_purge_pending = taken;
+    hz_lock_release(&hz_seg_lock);
+    if (!taken) break;
+    /* the slow part, unlocked: freeing the pages (of an unlinked segment too, so that its
+     * munmap below, under the lock, is quick and a fork child can still unmap it) */
+    for (uint32_t i = 0; i < taken; i++) {
+      if (!runs[i].n) { hz_os_purge(runs[i].seg, HZ_SEGMENT_SIZE); continue; }
+      hz_os_purge((char *)runs[i].seg + ((size_t)runs[i].at << HZ_SLAB_SHIFT), (size_t)runs[i].n << HZ_SLAB_SHIFT);
+      atomic_fetch_add_explicit(&hz_purged_bytes, (uint64_t)runs[i].n << HZ_SLAB_SHIFT, memory_order_relaxed);
+    }
+    hz_lock_acquire(&hz_seg_lock);
+    for (uint32_t i = 0; i < taken; i++) {
+      if (!runs[i].n) { hz_os_unmap(runs[i].seg, HZ_SEGMENT_SIZE); continue; }
+      for (uint32_t u = runs[i].at; u < runs[i].at + runs[i].n; u++) runs[i].seg->unit_state[u] = HZ_UNIT_CLEAN;
+      runs[i].seg->purging--;
+    }
+    hz_purge_pending = 0;
+    hz_lock_release(&hz_seg_lock);
+  } while (next <= now);
+  return next;
+}
+
+/* fork child: no purger finishes the round it had taken: its runs are dirty again, and the
+ * segments it had unlinked (still mapped: the purger unmaps under the lock fork holds) are
+ * unmapped here */
+static void hz_purger_fork_child(void)
+{
+  for (uint32_t i = 0; i < hz_purge_pending; i++)
+    if (!hz_purge_runs[i].n) hz_os_unmap(hz_purge_runs[i].seg, HZ_SEGMENT_SIZE);
+  hz_purge_pending = 0;
+  for (hz_segment *seg = hz_segments; seg; seg = seg->next) {
+    if (!seg->purging) continue;
+    for (uint32_t u = HZ_HEADER_UNITS; u < HZ_UNITS; u++) {
+      if (seg->unit_state[u] != HZ_UNIT_PURGING) continue;
+      if (!seg->dirty_units) seg->dirty_since_ms = hz_now_ms();
+      seg->unit_state[u] = HZ_UNIT_DIRTY;
+      seg->dirty_units++;
+      atomic_fetch_add_explicit(&hz_dirty_total, 1, memory_order_relaxed);
+    }
+    seg->purging = 0;
+  }
+}
+
 static void *hz_purger_main(void *arg)
 {
   (void)arg;
   for (;;) {
-    uint64_t now = hz_now_ms(), next = hz_purge_due(now);
+    uint64_t now = hz_now_ms(), next = hz_purger_pass(now);
     if (next == UINT64_MAX) {      /* nothing dirty: sleep until a slab release wakes us */
       atomic_store(&hz_purger_idle, 1);
       if (!atomic_load(&hz_dirty_total)) hz_futex(&hz_purger_idle, FUTEX_WAIT_PRIVATE, 1);
@@ -176,7 +270,7 @@ static void hz_maybe_purge(void)
 static uint32_t hz_segment_find_run(hz_segment *seg, uint32_t n)
 {
   for (uint32_t u = HZ_HEADER_UNITS, run = 0; u < HZ_UNITS; u++) {
-    run = seg->unit_state[u] == HZ_UNIT_USED ? 0 : run + 1;
+    run = seg->unit_state[u] == HZ_UNIT_CLEAN || seg->unit_state[u] == HZ_UNIT_DIRTY ? run + 1 : 0;
     if (run == n) return u + 1 - n;
   }
   return 0;

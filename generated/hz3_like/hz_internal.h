@@ -59,7 +59,7 @@ typedef struct hz_slab {
 } __attribute__((aligned(128))) hz_slab;   /* a power of two: pointer -> metadata is shift and mask */
 _Static_assert(sizeof(hz_slab) == 128, "slab metadata must stay 128 bytes");
 
-enum { HZ_UNIT_CLEAN = 0, HZ_UNIT_USED = 1, HZ_UNIT_DIRTY = 2 };
+enum { HZ_UNIT_CLEAN = 0, HZ_UNIT_USED = 1, HZ_UNIT_DIRTY = 2, HZ_UNIT_PURGING = 3 };
 #define HZ_SEGMENT_MAGIC 0x687a5365676d656eull
 
 typedef struct hz_segment {
@@ -68,6 +68,7 @@ typedef struct hz_segment {
   uint32_t free_units;
   uint32_t dirty_units;
   uint32_t kind;                  /* HZ_KIND_SMALL or HZ_KIND_SMALL_ALT: which ranges' slabs */
+  uint32_t purging;               /* runs being purged with the lock released: do not unmap */
   uint64_t dirty_since_ms;
   uint8_t unit_state[HZ_UNITS];
   hz_slab slab[HZ_UNITS];

@@ -28,12 +28,18 @@ static hz_segment *hz_segment_new(unsigned kind)
   return seg;
 }
 
-static void hz_segment_free(hz_segment *seg)
+/* take seg off the list and out of the registry (lock held); hz_os_unmap it next */
+static void hz_segment_unlink(hz_segment *seg)
 {
   if (seg->prev) seg->prev->next = seg->next; else hz_segments = seg->next;
   if (seg->next) seg->next->prev = seg->prev;
   __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(seg)], HZ_KIND_NONE, __ATOMIC_RELEASE);
   atomic_fetch_add_explicit(&hz_seg_released_count, 1, memory_order_relaxed);
+}
+
+static void hz_segment_free(hz_segment *seg)
+{
+  hz_segment_unlink(seg);
   hz_os_unmap(seg, HZ_SEGMENT_SIZE);
 }
 
@@ -56,7 +62,8 @@ static void hz_segment_purge(hz_segment *seg)
  * otherwise its dirty units are purged (lock held) */
 static void hz_segment_retire(hz_segment *seg)
 {
-  if (seg->free_units == HZ_UNITS - HZ_HEADER_UNITS && hz_segments_empty > HZ_SEGMENT_CACHE) {
+  if (seg->free_units == HZ_UNITS - HZ_HEADER_UNITS && hz_segments_empty > HZ_SEGMENT_CACHE &&
+      !seg->purging) {
     hz_segments_empty--;
     hz_segment_free(seg);
   } else {
@@ -86,7 +93,7 @@ static void hz_maybe_purge(void)
 static uint32_t hz_segment_find_run(hz_segment *seg, uint32_t n)
 {
   for (uint32_t u = HZ_HEADER_UNITS, run = 0; u < HZ_UNITS; u++) {
-    run = seg->unit_state[u] == HZ_UNIT_USED ? 0 : run + 1;
+    run = seg->unit_state[u] == HZ_UNIT_CLEAN || seg->unit_state[u] == HZ_UNIT_DIRTY ? run + 1 : 0;
     if (run == n) return u + 1 - n;
   }
   return 0;

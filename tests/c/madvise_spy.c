@@ -1,0 +1,28 @@
+/* madvise_spy.c - an LD_PRELOAD shim, loaded in front of the allocator: a large
+ * madvise(MADV_DONTNEED) from a thread other than the main one (the allocator's purger) takes
+ * 300 ms longer and raises `hz_spy_in_madvise` meanwhile, so a test program can see whether
+ * its allocations still complete while the purger is inside the call (they cannot if the
+ * purger holds the allocator's lock across it).
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stddef.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+volatile int hz_spy_in_madvise;
+
+int madvise(void *addr, size_t len, int advice)
+{
+    static int (*real)(void *, size_t, int);
+    if (!real) real = (int (*)(void *, size_t, int))dlsym(RTLD_NEXT, "madvise");
+    if (advice != MADV_DONTNEED || len < (1u << 20) || gettid() == getpid())
+        return real(addr, len, advice);
+    hz_spy_in_madvise = 1;
+    struct timespec nap = {0, 300000000L};
+    nanosleep(&nap, NULL);
+    int r = real(addr, len, advice);
+    hz_spy_in_madvise = 0;
+    return r;
+}
