@@ -177,9 +177,12 @@ static uint64_t hz_purger_pass(uint64_t now)
     }
     hz_lock_acquire(&hz_seg_lock);
     for (uint32_t i = 0; i < taken; i++) {
-      if (!runs[i].n) { hz_os_unmap(runs[i].seg, HZ_SEGMENT_SIZE); continue; }
-      for (uint32_t u = runs[i].at; u < runs[i].at + runs[i].n; u++) runs[i].seg->unit_state[u] = HZ_UNIT_CLEAN;
-      runs[i].seg->purging--;
+      hz_segment *seg = runs[i].seg;
+      if (!runs[i].n) { hz_os_unmap(seg, HZ_SEGMENT_SIZE); continue; }
+      for (uint32_t u = runs[i].at; u < runs[i].at + runs[i].n; u++) seg->unit_state[u] = HZ_UNIT_CLEAN;
+      /* emptied meanwhile, an inline retire had to leave it mapped: one segment too many now */
+      if (!--seg->purging && seg->free_units == HZ_UNITS - HZ_HEADER_UNITS && hz_segments_empty > HZ_SEGMENT_CACHE)
+        hz_segment_retire(seg);
     }
     hz_purge_pending = 0;
     hz_lock_release(&hz_seg_lock);
