@@ -90,11 +90,13 @@ static void hz_maybe_purge(void)
 {
 }
 
-/* a run of n free units in seg, or 0 (lock held; unit 0 is always the header) */
-static uint32_t hz_segment_find_run(hz_segment *seg, uint32_t n)
+/* a run of n free units in seg (only dirty ones: still resident), or 0 (lock held; unit 0 is
+ * always the header) */
+static uint32_t hz_segment_find_run(hz_segment *seg, uint32_t n, int dirty_only)
 {
   for (uint32_t u = HZ_HEADER_UNITS, run = 0; u < HZ_UNITS; u++) {
-    run = seg->unit_state[u] == HZ_UNIT_CLEAN || seg->unit_state[u] == HZ_UNIT_DIRTY ? run + 1 : 0;
+    uint8_t st = seg->unit_state[u];
+    run = st == HZ_UNIT_DIRTY || (st == HZ_UNIT_CLEAN && !dirty_only) ? run + 1 : 0;
     if (run == n) return u + 1 - n;
   }
   return 0;
@@ -107,9 +109,12 @@ static hz_slab *hz_slab_alloc(hz_heap *h, uint32_t cls)
   const unsigned kind = HZ_CLASS_KIND(cls);
   hz_segment *seg;
   hz_lock_acquire(&hz_seg_lock);
-  for (seg = hz_segments; seg; seg = seg->next)
-    if ((seg->kind == kind || seg->free_units == HZ_UNITS - HZ_HEADER_UNITS) && seg->free_units >= n &&
-        (at = hz_segment_find_run(seg, n)) != 0) break;
+  /* dirty units first: they are resident, clean ones would fault in fresh pages */
+  for (int dirty_only = 1; dirty_only >= 0 && !at; dirty_only--)
+    for (seg = hz_segments; seg; seg = seg->next)
+      if ((seg->kind == kind || seg->free_units == HZ_UNITS - HZ_HEADER_UNITS) &&
+          (dirty_only ? seg->dirty_units : seg->free_units) >= n &&
+          (at = hz_segment_find_run(seg, n, dirty_only)) != 0) break;
   if (!seg) {
     seg = hz_segment_new(kind);
     if (!seg) { hz_lock_release(&hz_seg_lock); return NULL; }

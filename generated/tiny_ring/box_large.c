@@ -32,15 +32,26 @@ static hz_large_entry hz_large_cache[HZ_LARGE_CACHE_ENTRIES];   /* oldest first 
 static unsigned hz_large_cached;
 static size_t hz_large_cached_bytes;     /* touched bytes: what the cache may keep resident */
 
-/* the smallest cached reservation of at least len bytes, or NULL */
+/* how well a cached reservation serves a request of len bytes, lower is better: first the
+ * ones whose resident pages cover it (nothing to fault in; the fewest spare pages), then the
+ * others (the fewest pages to fault in); NULL-like (SIZE_MAX) if it is too small */
+static size_t hz_large_fit(const hz_large_entry *e, size_t len)
+{
+  if (e->len < len) return SIZE_MAX;
+  return e->touched >= len ? e->touched - len : (SIZE_MAX / 2) + (len - e->touched);
+}
+
+/* the cached reservation that fits a request of len bytes best, or NULL */
 static char *hz_large_cache_take(size_t len, hz_large_entry *got)
 {
   char *map = NULL;
   hz_lock_acquire(&hz_large_lock);
   unsigned best = HZ_LARGE_CACHE_ENTRIES;
-  for (unsigned i = 0; i < hz_large_cached; i++)
-    if (hz_large_cache[i].len >= len && (best == HZ_LARGE_CACHE_ENTRIES || hz_large_cache[i].len < hz_large_cache[best].len))
-      best = i;
+  size_t best_fit = SIZE_MAX;
+  for (unsigned i = 0; i < hz_large_cached; i++) {
+    size_t fit = hz_large_fit(&hz_large_cache[i], len);
+    if (fit < best_fit) { best = i; best_fit = fit; }
+  }
   if (best < HZ_LARGE_CACHE_ENTRIES) {
     *got = hz_large_cache[best];
     map = got->map;
