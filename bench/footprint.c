@@ -8,7 +8,8 @@
  * 5. ~2 s of light activity: small malloc/free bursts with 20 ms naps, which
  *    gives allocators that purge lazily/on a timer a chance to do so.
  *
- * Reports ops/s of phases 1-4 (one op = one malloc+free pair), and
+ * Reports ops/s of phases 1-4 (one op = one malloc+free pair), the time and the page faults
+ * (getrusage minflt) of each of those phases (pN_ms, pN_faults), and
  *   rss_peak_kb        VmHWM (peak RSS)
  *   rss_at_free_kb     VmRSS right after phase 4
  *   rss_after_free_kb  VmRSS at the end of phase 5
@@ -21,6 +22,7 @@
  * (the latter is clamped to 0.05 .. 2 s).
  */
 #include "bench.h"
+#include <sys/resource.h>
 
 #define PAGE 4096
 #define DEFAULT_MIB 300LL
@@ -31,6 +33,11 @@ typedef struct {
     uint64_t *p;
     size_t n;
 } blk_t;
+
+static long minor_faults(void) {
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_minflt : -1;
+}
 
 static size_t pick_size(uint64_t *seed) {
     if (bench_rng(seed) % 512 == 0) return (size_t)bench_logrange(seed, 256 * 1024, 4 * 1024 * 1024);
@@ -65,7 +72,10 @@ int main(int argc, char **argv) {
     blk_t *b = bench_malloc_checked(cap * sizeof(blk_t));
     long long ops = 0;
 
-    double t0 = bench_now();
+    double t[5];
+    long f[5];
+    f[0] = minor_faults();
+    double t0 = t[0] = bench_now();
     /* 1. allocate ~total bytes */
     long long bytes = 0;
     while (bytes < total) {
@@ -80,16 +90,20 @@ int main(int argc, char **argv) {
         nb++;
         ops++;
     }
+    t[1] = bench_now(), f[1] = minor_faults();
     /* 2. free every other block */
     for (size_t i = 0; i < nb; i += 2) release(&b[i], (uint64_t)i);
+    t[2] = bench_now(), f[2] = minor_faults();
     /* 3. allocate again into the holes */
     for (size_t i = 0; i < nb; i += 2) {
         fill(&b[i], pick_size(&seed), (uint64_t)i ^ 0x55);
         ops++;
     }
+    t[3] = bench_now(), f[3] = minor_faults();
     /* 4. free everything */
     for (size_t i = 0; i < nb; i++) release(&b[i], (uint64_t)i ^ ((i & 1) ? 0 : 0x55));
-    double secs = bench_now() - t0;
+    double secs = (t[4] = bench_now()) - t0;
+    f[4] = minor_faults();
     free(b);
     long rss_at_free = bench_status_kb("VmRSS");
 
@@ -115,7 +129,11 @@ int main(int argc, char **argv) {
     long lazy = bench_proc_kb("/proc/self/smaps_rollup", "LazyFree");
     bench_result("footprint", ops, secs,
                  " rss_peak_kb=%ld rss_at_free_kb=%ld rss_after_free_kb=%ld lazyfree_kb=%ld"
-                 " allocated_mib=%lld light_ops=%lld",
-                 hwm, rss_at_free, rss_after, lazy, total / (1024 * 1024), light_ops);
+                 " allocated_mib=%lld light_ops=%lld"
+                 " p1_ms=%.1f p2_ms=%.1f p3_ms=%.1f p4_ms=%.1f"
+                 " p1_faults=%ld p2_faults=%ld p3_faults=%ld p4_faults=%ld",
+                 hwm, rss_at_free, rss_after, lazy, total / (1024 * 1024), light_ops,
+                 (t[1] - t[0]) * 1e3, (t[2] - t[1]) * 1e3, (t[3] - t[2]) * 1e3, (t[4] - t[3]) * 1e3,
+                 f[1] - f[0], f[2] - f[1], f[3] - f[2], f[4] - f[3]);
     return 0;
 }
