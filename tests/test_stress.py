@@ -19,7 +19,8 @@ C = REPO / "tests" / "c"
 def plain_programs(tmp_path_factory):
     out = tmp_path_factory.mktemp("cprog")
     return {name: compile_c(C / f"{name}.c", out / name)
-            for name in ("stress", "forktest", "churn", "orphan", "purger", "purge_unlocked")}
+            for name in ("stress", "forktest", "churn", "orphan", "purger", "purge_unlocked",
+                         "large_unmap")}
 
 
 def prefixed_program(name, built, tmp_path) -> Path:
@@ -96,6 +97,13 @@ def shim(tmp_path_factory, name):
     return out
 
 
+def run_behind(shim_lib, built, exe, *args):
+    """Run exe under LD_PRELOAD of shim_lib in front of the spec's override library."""
+    env = preload_env(built)
+    env["LD_PRELOAD"] = f"{shim_lib} {built.override}"
+    return run([exe, *args], env=env)
+
+
 @pytest.fixture(scope="session")
 def create_guard(tmp_path_factory):
     """Aborts on pthread_create inside free()."""
@@ -119,9 +127,7 @@ def test_purger_returns_memory_while_the_program_sleeps(built, model, plain_prog
     With backing.purge_thread the frees leave the memory dirty (no madvise on the free path) and
     the purger returns it; its thread blocks every signal and is never started from inside free
     (the guard shim aborts if it is). Without it, no thread is added."""
-    env = preload_env(built)
-    env["LD_PRELOAD"] = f"{create_guard} {built.override}"
-    out = run([plain_programs["purger"], "fork"], env=env)
+    out = run_behind(create_guard, built, plain_programs["purger"], "fork")
     for peak, at_free, after, tasks, sigblk in purger_reports(out):
         assert peak > 90 * 1024, out
         if model.backing["purge_thread"]:
@@ -151,12 +157,22 @@ def test_allocations_go_on_while_the_purger_purges(built, model, plain_programs,
     allocator inherits a round nobody will finish, allocates and frees 384 MiB twice."""
     if not model.backing["purge_thread"]:
         pytest.skip("spec has no purge thread")
-    env = preload_env(built)
-    env["LD_PRELOAD"] = f"{madvise_spy} {built.override}"
-    out = run([plain_programs["purge_unlocked"]], env=env)
+    out = run_behind(madvise_spy, built, plain_programs["purge_unlocked"])
     m = re.search(r"purge_unlocked: during=(\d+) spied=(\d+) child=(-?\d+)", out)
     assert m, out
     during, spied, child = int(m.group(1)), int(m.group(2)), int(m.group(3))
     assert spied >= 1, out                 # the purger did purge while we allocated
     assert during >= 1000, out
     assert child == 0, out                 # forked mid-purge: the child's allocator works
+
+
+def test_large_cache_evictions_are_unmapped_by_the_purger(built, model, plain_programs,
+                                                          madvise_spy):
+    """Once the purger runs, large mappings the cache evicts are unmapped on its thread, not on
+    the one that frees them (munmap of touched pages costs the freeing thread milliseconds)."""
+    if not (model.backing["purge_thread"] and model.large["release"] == "cache"):
+        pytest.skip("spec has no purge thread or no large cache")
+    out = run_behind(madvise_spy, built, plain_programs["large_unmap"])
+    m = re.search(r"large_unmap: main=(\d+) other=(\d+)", out)
+    assert m, out
+    assert int(m.group(1)) == 0 and int(m.group(2)) >= 1, out

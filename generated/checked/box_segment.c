@@ -19,6 +19,11 @@ static int hz_purger_off;                /* HZ_PURGE_THREAD=0 in the environment
 static atomic_int hz_purger_idle;        /* 1: the purger waits on this futex for dirty units */
 static size_t hz_units_peak;             /* high-water of the units in use (lock held) */
 #define HZ_PURGER_RUNNING() (atomic_load_explicit(&hz_purger_state, memory_order_relaxed) == 2)
+/* Mappings freed on a free path (large-cache evictions) that the purger unmaps, so the freeing
+ * thread does not wait for the kernel to free their pages: a stack kept in their first bytes. */
+typedef struct hz_doomed { struct hz_doomed *next; size_t len; } hz_doomed;
+static _Atomic(hz_doomed *) hz_doomed_maps;
+static void hz_unmap_doomed(void);
 
 static hz_segment *hz_segment_new(unsigned kind)
 {
@@ -195,6 +200,7 @@ static uint64_t hz_purger_pass(uint64_t now)
  * unmapped here */
 static void hz_purger_fork_child(void)
 {
+  hz_unmap_doomed();   /* still mapped: the purger had not taken them */
   for (uint32_t i = 0; i < hz_purge_pending; i++)
     if (!hz_purge_runs[i].n) hz_os_unmap(hz_purge_runs[i].seg, HZ_SEGMENT_SIZE);
   hz_purge_pending = 0;
@@ -215,10 +221,12 @@ static void *hz_purger_main(void *arg)
 {
   (void)arg;
   for (;;) {
+    hz_unmap_doomed();
     uint64_t now = hz_now_ms(), next = hz_purger_pass(now);
-    if (next == UINT64_MAX) {      /* nothing dirty: sleep until a slab release wakes us */
+    if (next == UINT64_MAX) {      /* nothing dirty: sleep until a release wakes us */
       atomic_store(&hz_purger_idle, 1);
-      if (!atomic_load(&hz_dirty_total)) hz_futex(&hz_purger_idle, FUTEX_WAIT_PRIVATE, 1);
+      if (!atomic_load(&hz_dirty_total) && !atomic_load(&hz_doomed_maps))
+        hz_futex(&hz_purger_idle, FUTEX_WAIT_PRIVATE, 1);
       atomic_store(&hz_purger_idle, 0);
       continue;
     }
@@ -251,12 +259,36 @@ HZ_COLD void hz_purger_start(void)
   atomic_store(&hz_purger_state, ok ? 2 : 3);
 }
 
-/* a slab release made something dirty: wake the purger if it sleeps */
+/* a slab release made something dirty, or a mapping waits to be unmapped: wake the purger */
 static void hz_purger_wake(void)
 {
   atomic_thread_fence(memory_order_seq_cst);   /* the dirty count before the idle flag */
   if (atomic_load_explicit(&hz_purger_idle, memory_order_relaxed) && atomic_exchange(&hz_purger_idle, 0))
     hz_futex(&hz_purger_idle, FUTEX_WAKE_PRIVATE, 1);
+}
+
+/* hand map to the purger if it runs; 0: the caller unmaps it */
+static int hz_purger_unmap_later(void *map, size_t len)
+{
+  if (!HZ_PURGER_RUNNING()) return 0;
+  hz_doomed *d = map;
+  d->len = len;
+  d->next = atomic_load_explicit(&hz_doomed_maps, memory_order_relaxed);
+  while (!atomic_compare_exchange_weak_explicit(&hz_doomed_maps, &d->next, d, memory_order_release,
+                                                memory_order_relaxed)) {}
+  hz_purger_wake();
+  return 1;
+}
+
+/* unmap every mapping handed over (the purger; a fork child for its inherited ones) */
+static void hz_unmap_doomed(void)
+{
+  hz_doomed *d = atomic_exchange_explicit(&hz_doomed_maps, NULL, memory_order_acquire);
+  while (d) {
+    hz_doomed *next = d->next;
+    hz_os_unmap(d, d->len);
+    d = next;
+  }
 }
 
 /* a slow path's chance to return what is due (the purger does it once it runs) */

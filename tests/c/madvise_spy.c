@@ -2,7 +2,8 @@
  * madvise(MADV_DONTNEED) from a thread other than the main one (the allocator's purger) takes
  * 300 ms longer and raises `hz_spy_in_madvise` meanwhile, so a test program can see whether
  * its allocations still complete while the purger is inside the call (they cannot if the
- * purger holds the allocator's lock across it).
+ * purger holds the allocator's lock across it). It also counts munmap calls of 1 MiB or more
+ * by the main thread and by the others (`hz_spy_munmap_main`, `hz_spy_munmap_other`).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -25,4 +26,17 @@ int madvise(void *addr, size_t len, int advice)
     int r = real(addr, len, advice);
     hz_spy_in_madvise = 0;
     return r;
+}
+
+volatile int hz_spy_munmap_main, hz_spy_munmap_other;
+
+int munmap(void *addr, size_t len)
+{
+    static int (*real)(void *, size_t);
+    if (!real) real = (int (*)(void *, size_t))dlsym(RTLD_NEXT, "munmap");
+    if (len >= (1u << 20)) {
+        if (gettid() == getpid()) hz_spy_munmap_main++;
+        else __atomic_fetch_add(&hz_spy_munmap_other, 1, __ATOMIC_RELAXED);
+    }
+    return real(addr, len);
 }
