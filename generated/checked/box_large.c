@@ -32,10 +32,11 @@ static hz_large_entry hz_large_cache[HZ_LARGE_CACHE_ENTRIES];   /* oldest first 
 static unsigned hz_large_cached;
 static size_t hz_large_cached_bytes;     /* touched bytes: what the cache may keep resident */
 
-/* a freed reservation leaves: unmapped by the purger when it runs (off the free path) */
-static void hz_large_unmap(char *map, size_t len)
+/* a freed reservation (touched: its resident bytes) leaves: unmapped by the purger when it runs
+ * (off the free path) */
+static void hz_large_unmap(char *map, size_t len, size_t touched)
 {
-  if (hz_purger_unmap_later(map, len)) return;
+  if (hz_purger_unmap_later(map, len, touched)) return;
   hz_os_unmap(map, len);
 }
 
@@ -74,7 +75,7 @@ static void hz_large_cache_put(char *map, size_t len, size_t touched)
 {
   hz_large_entry evict[HZ_LARGE_CACHE_ENTRIES + 1];
   unsigned n_evict = 0;
-  if (touched > HZ_LARGE_CACHE_BYTES) { hz_large_unmap(map, len); return; }
+  if (touched > HZ_LARGE_CACHE_BYTES) { hz_large_unmap(map, len, touched); return; }
   hz_lock_acquire(&hz_large_lock);
   while (hz_large_cached && (hz_large_cached >= HZ_LARGE_CACHE_ENTRIES ||
                              hz_large_cached_bytes + touched > HZ_LARGE_CACHE_BYTES)) {
@@ -87,7 +88,7 @@ static void hz_large_cache_put(char *map, size_t len, size_t touched)
   hz_large_cache[hz_large_cached++].touched = touched;
   hz_large_cached_bytes += touched;
   hz_lock_release(&hz_large_lock);
-  for (unsigned i = 0; i < n_evict; i++) hz_large_unmap(evict[i].map, evict[i].len);
+  for (unsigned i = 0; i < n_evict; i++) hz_large_unmap(evict[i].map, evict[i].len, evict[i].touched);
 }
 
 /* the header of a large pointer whose registry kind is LARGE or LARGE_HI */

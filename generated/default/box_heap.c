@@ -112,10 +112,12 @@ static void hz_fork_prepare(void)
   hz_lock_acquire(&hz_heap_lock);
   hz_lock_acquire(&hz_seg_lock);
   hz_lock_acquire(&hz_large_lock);
+  hz_lock_acquire(&hz_doomed_lock);
 }
 
 static void hz_fork_parent(void)
 {
+  hz_lock_release(&hz_doomed_lock);
   hz_lock_release(&hz_large_lock);
   hz_lock_release(&hz_seg_lock);
   hz_lock_release(&hz_heap_lock);
@@ -126,6 +128,7 @@ static void hz_fork_child(void)
   hz_lock_reset(&hz_large_lock);
   hz_lock_reset(&hz_seg_lock);
   hz_lock_reset(&hz_heap_lock);
+  hz_lock_reset(&hz_doomed_lock);
   atomic_store(&hz_purger_state, hz_purger_off ? 3 : 0);   /* the purger did not come along */
   atomic_store(&hz_purger_idle, 0);
   hz_purger_fork_child();

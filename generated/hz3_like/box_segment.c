@@ -21,8 +21,12 @@ static size_t hz_units_peak;             /* high-water of the units in use (lock
 #define HZ_PURGER_RUNNING() (atomic_load_explicit(&hz_purger_state, memory_order_relaxed) == 2)
 /* Mappings freed on a free path (large-cache evictions) that the purger unmaps, so the freeing
  * thread does not wait for the kernel to free their pages: a stack kept in their first bytes. */
-typedef struct hz_doomed { struct hz_doomed *next; size_t len; } hz_doomed;
+typedef struct hz_doomed { struct hz_doomed *next; size_t len, resident; } hz_doomed;
 static _Atomic(hz_doomed *) hz_doomed_maps;
+static _Atomic(size_t) hz_doomed_bytes;  /* resident bytes on the stack; past HZ_DOOMED_MAX the
+                                            * caller unmaps */
+static hz_lock hz_doomed_lock;           /* held by the purger around each munmap (fork takes it) */
+#define HZ_DOOMED_MAX ((size_t)64 << 20)
 static void hz_unmap_doomed(void);
 
 static hz_segment *hz_segment_new(unsigned kind)
@@ -121,9 +125,9 @@ static uint64_t hz_purge_due(uint64_t now)
  * twice max_dirty or a release exceeds the dirty budget, started by the next allocation miss.
  * From then on dirty slabs go back delay_ms after they were freed even when no slow path runs,
  * and frees no longer wait for madvise. */
-static void hz_futex(atomic_int *addr, int op, int val)
+static void hz_futex(atomic_int *addr, int op, int val, const struct timespec *timeout)
 {
-  syscall(SYS_futex, addr, op, val, NULL, NULL, 0);
+  syscall(SYS_futex, addr, op, val, timeout, NULL, 0);
 }
 
 /* The purger's pass: like hz_purge_due, but the madvise calls run with the lock released, so
@@ -223,16 +227,15 @@ static void *hz_purger_main(void *arg)
   for (;;) {
     hz_unmap_doomed();
     uint64_t now = hz_now_ms(), next = hz_purger_pass(now);
-    if (next == UINT64_MAX) {      /* nothing dirty: sleep until a release wakes us */
-      atomic_store(&hz_purger_idle, 1);
-      if (!atomic_load(&hz_dirty_total) && !atomic_load(&hz_doomed_maps))
-        hz_futex(&hz_purger_idle, FUTEX_WAIT_PRIVATE, 1);
-      atomic_store(&hz_purger_idle, 0);
-      continue;
+    /* sleep until the next runs are due (forever if nothing is dirty); a release that makes
+     * something dirty or hands over a mapping wakes us early */
+    atomic_store(&hz_purger_idle, 1);
+    if (!atomic_load(&hz_doomed_maps) && (next != UINT64_MAX || !atomic_load(&hz_dirty_total))) {
+      uint64_t ms = next > now ? next - now : 1;
+      struct timespec nap = {(time_t)(ms / 1000u), (long)(ms % 1000u) * 1000000L};
+      hz_futex(&hz_purger_idle, FUTEX_WAIT_PRIVATE, 1, next == UINT64_MAX ? NULL : &nap);
     }
-    uint64_t ms = next > now ? next - now : 1;
-    struct timespec nap = {(time_t)(ms / 1000u), (long)(ms % 1000u) * 1000000L};
-    nanosleep(&nap, NULL);
+    atomic_store(&hz_purger_idle, 0);
   }
   return NULL;
 }
@@ -264,15 +267,21 @@ static void hz_purger_wake(void)
 {
   atomic_thread_fence(memory_order_seq_cst);   /* the dirty count before the idle flag */
   if (atomic_load_explicit(&hz_purger_idle, memory_order_relaxed) && atomic_exchange(&hz_purger_idle, 0))
-    hz_futex(&hz_purger_idle, FUTEX_WAKE_PRIVATE, 1);
+    hz_futex(&hz_purger_idle, FUTEX_WAKE_PRIVATE, 1, NULL);
 }
 
-/* hand map to the purger if it runs; 0: the caller unmaps it */
-static int hz_purger_unmap_later(void *map, size_t len)
+/* hand map (len bytes, `resident` of them touched) to the purger if it runs; 0: the caller
+ * unmaps it */
+static int hz_purger_unmap_later(void *map, size_t len, size_t resident)
 {
   if (!HZ_PURGER_RUNNING()) return 0;
+  if (atomic_fetch_add_explicit(&hz_doomed_bytes, resident, memory_order_relaxed) + resident > HZ_DOOMED_MAX) {
+    atomic_fetch_sub_explicit(&hz_doomed_bytes, resident, memory_order_relaxed);   /* behind: here */
+    return 0;
+  }
   hz_doomed *d = map;
   d->len = len;
+  d->resident = resident;
   d->next = atomic_load_explicit(&hz_doomed_maps, memory_order_relaxed);
   while (!atomic_compare_exchange_weak_explicit(&hz_doomed_maps, &d->next, d, memory_order_release,
                                                 memory_order_relaxed)) {}
@@ -280,14 +289,23 @@ static int hz_purger_unmap_later(void *map, size_t len)
   return 1;
 }
 
-/* unmap every mapping handed over (the purger; a fork child for its inherited ones) */
+/* unmap every mapping handed over (the purger; a fork child for its inherited ones), one at a
+ * time under hz_doomed_lock, so a fork never happens between taking one and unmapping it; the
+ * purger is the only taker, so popping the top cannot meet ABA */
 static void hz_unmap_doomed(void)
 {
-  hz_doomed *d = atomic_exchange_explicit(&hz_doomed_maps, NULL, memory_order_acquire);
-  while (d) {
-    hz_doomed *next = d->next;
-    hz_os_unmap(d, d->len);
-    d = next;
+  for (;;) {
+    hz_lock_acquire(&hz_doomed_lock);
+    hz_doomed *d = atomic_load_explicit(&hz_doomed_maps, memory_order_acquire);
+    while (d && !atomic_compare_exchange_weak_explicit(&hz_doomed_maps, &d, d->next,
+                                                       memory_order_acquire, memory_order_acquire)) {}
+    if (d) {
+      size_t len = d->len, resident = d->resident;
+      hz_os_unmap(d, len);
+      atomic_fetch_sub_explicit(&hz_doomed_bytes, resident, memory_order_relaxed);
+    }
+    hz_lock_release(&hz_doomed_lock);
+    if (!d) return;
   }
 }
 
