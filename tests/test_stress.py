@@ -20,7 +20,7 @@ def plain_programs(tmp_path_factory):
     out = tmp_path_factory.mktemp("cprog")
     return {name: compile_c(C / f"{name}.c", out / name)
             for name in ("stress", "forktest", "churn", "orphan", "purger", "purge_unlocked",
-                         "large_unmap")}
+                         "large_unmap", "large_churn")}
 
 
 def prefixed_program(name, built, tmp_path) -> Path:
@@ -176,3 +176,13 @@ def test_large_cache_evictions_are_unmapped_by_the_purger(built, model, plain_pr
     m = re.search(r"large_unmap: main=(\d+) other=(\d+)", out)
     assert m, out
     assert int(m.group(1)) == 0 and int(m.group(2)) >= 1, out
+
+
+def test_handed_over_mappings_do_not_pile_up(built, model, plain_programs):
+    """A 40 MiB block allocated, touched and freed 40 times while the purger naps on a timer:
+    every free wakes it (or, past 64 MiB waiting, unmaps in place), so RSS stays near two blocks
+    plus the heap (a purger that slept through its nap let it reach 430 MiB)."""
+    out = run([plain_programs["large_churn"]], env=preload_env(built))
+    m = re.search(r"large_churn: peak_rss_kb=(\d+)", out)
+    assert m, out
+    assert int(m.group(1)) < 250 * 1024, out
