@@ -1,9 +1,9 @@
 /* large_unmap.c - freeing large blocks does not unmap on the freeing thread once the purger runs.
  *
  * Starts the purger (64 MiB of small blocks allocated and freed, then an allocation), then
- * allocates and touches 40 blocks of 2 MiB and frees them: the large cache keeps 32 MiB, the
- * rest (~50 MiB, under the 64 MiB the purger may hold, so none falls back to the freeing thread
- * however late the purger is) is evicted. Run under tests/c/madvise_spy.c; prints
+ * allocates and touches 24 blocks of 2 MiB and frees them: the large cache keeps some, the
+ * rest (at most 48 MiB, under the 64 MiB the purger may hold, so none falls back to the freeing
+ * thread however late the purger is) is evicted. Run under tests/c/madvise_spy.c; prints
  * "large_unmap: main=M other=O" with
  * the munmap calls of 1 MiB or more made by the main thread and by other threads during the
  * frees (and 200 ms after them).
@@ -17,7 +17,7 @@
 #include <time.h>
 
 #define SMALL 65536
-#define LARGE 40
+#define LARGE 24
 
 static void *small[SMALL], *large[LARGE];
 
