@@ -129,7 +129,10 @@ static void hz_fork_child(void)
   hz_lock_reset(&hz_seg_lock);
   hz_lock_reset(&hz_heap_lock);
   hz_lock_reset(&hz_doomed_lock);
-  atomic_store(&hz_purger_state, hz_purger_off ? 3 : 0);   /* the purger did not come along */
+  /* the purger did not come along: wanted again if it was wanted (or ran) here */
+  int purger = atomic_load(&hz_purger_state);
+  atomic_store(&hz_purger_state, hz_purger_off ? HZ_PURGER_FAILED
+                                 : purger == HZ_PURGER_NONE ? HZ_PURGER_NONE : HZ_PURGER_WANTED);
   atomic_store(&hz_purger_idle, 0);
   hz_purger_fork_child();
   /* heaps of threads that do not exist here may be mid-update: never touch them again */
@@ -143,6 +146,6 @@ __attribute__((constructor)) static void hz_init(void)
   const char *off = getenv("HZ_PURGE_THREAD");   /* `0`: no thread of ours (e.g. for unshare) */
   if (off && off[0] == '0') {
     hz_purger_off = 1;
-    atomic_store(&hz_purger_state, 3);
+    atomic_store(&hz_purger_state, HZ_PURGER_FAILED);
   }
 }

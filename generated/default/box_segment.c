@@ -12,13 +12,22 @@ static _Atomic(uint64_t) hz_seg_mapped_count, hz_seg_released_count, hz_purged_b
 static atomic_uint hz_dirty_total;       /* dirty units waiting for the purge, all segments */
 static size_t hz_units_in_use;           /* slab units handed to heaps, under hz_seg_lock */
 static _Atomic(uint64_t) hz_next_purge_ms;
-static atomic_int hz_purger_state;       /* 0 none, 1 starting, 2 running, 3 could not start or off */
-static atomic_int hz_purger_wanted;      /* a slab release found memory to return */
+/* the purger's life: none -> wanted (a large heap, or memory to return) -> starting (by the
+ * next allocation miss) -> running, or failed (could not start; HZ_PURGE_THREAD=0) */
+enum { HZ_PURGER_NONE, HZ_PURGER_WANTED, HZ_PURGER_STARTING, HZ_PURGER_RUN, HZ_PURGER_FAILED };
+static atomic_int hz_purger_state;
 static int hz_purger_off;                /* HZ_PURGE_THREAD=0 in the environment */
 #define HZ_PURGER_START_UNITS 512u   /* twice max_dirty */
 static atomic_int hz_purger_idle;        /* 1: the purger waits on this futex for dirty units */
 static size_t hz_units_peak;             /* high-water of the units in use (lock held) */
-#define HZ_PURGER_RUNNING() (atomic_load_explicit(&hz_purger_state, memory_order_relaxed) == 2)
+#define HZ_PURGER_RUNNING() (atomic_load_explicit(&hz_purger_state, memory_order_relaxed) == HZ_PURGER_RUN)
+/* ask for the purger (none -> wanted; any later state stays) */
+static void hz_purger_want(void)
+{
+  int st = HZ_PURGER_NONE;
+  if (atomic_load_explicit(&hz_purger_state, memory_order_relaxed) == st)
+    atomic_compare_exchange_strong(&hz_purger_state, &st, HZ_PURGER_WANTED);
+}
 /* Mappings freed on a free path (large-cache evictions) that the purger unmaps, so the freeing
  * thread does not wait for the kernel to free their pages: a stack kept in their first bytes. */
 typedef struct hz_doomed { struct hz_doomed *next; size_t len, resident; } hz_doomed;
@@ -55,40 +64,64 @@ static void hz_segment_unlink(hz_segment *seg)
   atomic_fetch_add_explicit(&hz_seg_released_count, 1, memory_order_relaxed);
 }
 
-static void hz_segment_free(hz_segment *seg)
+HZ_INLINE int hz_segment_is_empty(const hz_segment *seg)
 {
+  return seg->free_units == HZ_UNITS - HZ_HEADER_UNITS;
+}
+
+/* an entirely free segment beyond the HZ_SEGMENT_CACHE kept mapped, none of it being purged:
+ * it may be unmapped (lock held) */
+static int hz_segment_spare(const hz_segment *seg)
+{
+  return hz_segment_is_empty(seg) && hz_segments_empty > HZ_SEGMENT_CACHE && !seg->purging;
+}
+
+/* a spare segment leaves the books: dirty count, empty count, list, registry (lock held);
+ * hz_os_unmap it next */
+static void hz_segment_forget(hz_segment *seg)
+{
+  atomic_fetch_sub_explicit(&hz_dirty_total, seg->dirty_units, memory_order_relaxed);
+  hz_segments_empty--;
   hz_segment_unlink(seg);
-  hz_os_unmap(seg, HZ_SEGMENT_SIZE);
+}
+
+/* the next run of dirty units at or after *u: marked `state`, counted out of the dirty totals,
+ * *u set to its start; its length, 0 if there is none (lock held) */
+static uint32_t hz_take_dirty_run(hz_segment *seg, uint32_t *u, uint8_t state)
+{
+  uint32_t at = *u;
+  while (at < HZ_UNITS && seg->unit_state[at] != HZ_UNIT_DIRTY) at++;
+  uint32_t end = at;
+  while (end < HZ_UNITS && seg->unit_state[end] == HZ_UNIT_DIRTY) seg->unit_state[end++] = state;
+  seg->dirty_units -= end - at;
+  atomic_fetch_sub_explicit(&hz_dirty_total, end - at, memory_order_relaxed);
+  *u = at;
+  return end - at;
+}
+
+/* pages of units [at, at + n) of seg go back to the OS */
+static void hz_units_purge(hz_segment *seg, uint32_t at, uint32_t n)
+{
+  hz_os_purge((char *)seg + ((size_t)at << HZ_SLAB_SHIFT), (size_t)n << HZ_SLAB_SHIFT);
+  atomic_fetch_add_explicit(&hz_purged_bytes, (uint64_t)n << HZ_SLAB_SHIFT, memory_order_relaxed);
 }
 
 /* return the dirty units of one segment to the OS (lock held) */
 static void hz_segment_purge(hz_segment *seg)
 {
-  uint32_t u = HZ_HEADER_UNITS;
-  while (seg->dirty_units && u < HZ_UNITS) {
-    if (seg->unit_state[u] != HZ_UNIT_DIRTY) { u++; continue; }
-    uint32_t run = u;
-    while (run < HZ_UNITS && seg->unit_state[run] == HZ_UNIT_DIRTY) seg->unit_state[run++] = HZ_UNIT_CLEAN;
-    hz_os_purge((char *)seg + ((size_t)u << HZ_SLAB_SHIFT), (size_t)(run - u) << HZ_SLAB_SHIFT);
-    atomic_fetch_add_explicit(&hz_purged_bytes, (uint64_t)(run - u) << HZ_SLAB_SHIFT, memory_order_relaxed);
-    seg->dirty_units -= run - u;
-    atomic_fetch_sub_explicit(&hz_dirty_total, run - u, memory_order_relaxed);
-    u = run;
-  }
+  for (uint32_t u = HZ_HEADER_UNITS, n; (n = hz_take_dirty_run(seg, &u, HZ_UNIT_CLEAN)) != 0; u += n)
+    hz_units_purge(seg, u, n);
 }
 
-/* an entirely free segment is unmapped once more than HZ_SEGMENT_CACHE of them wait;
- * otherwise its dirty units are purged (lock held) */
+/* a spare segment is unmapped; otherwise its dirty units are purged (lock held) */
 static void hz_segment_retire(hz_segment *seg)
 {
-  if (seg->free_units == HZ_UNITS - HZ_HEADER_UNITS && hz_segments_empty > HZ_SEGMENT_CACHE &&
-      !seg->purging) {
-    atomic_fetch_sub_explicit(&hz_dirty_total, seg->dirty_units, memory_order_relaxed);
-    hz_segments_empty--;
-    hz_segment_free(seg);
-  } else {
-    hz_segment_purge(seg);
+  if (hz_segment_spare(seg)) {
+    hz_segment_forget(seg);
+    hz_os_unmap(seg, HZ_SEGMENT_SIZE);
+    return;
   }
+  hz_segment_purge(seg);
 }
 
 /* purge everything now (malloc_trim); returns 1 if memory went back */
@@ -154,23 +187,14 @@ static uint64_t hz_purger_pass(uint64_t now)
         if (due < next) next = now < due ? due : now;
         continue;
       }
-      if (seg->free_units == HZ_UNITS - HZ_HEADER_UNITS && hz_segments_empty > HZ_SEGMENT_CACHE &&
-          !seg->purging) {                   /* a whole segment too many: munmap it, unlocked */
-        atomic_fetch_sub_explicit(&hz_dirty_total, seg->dirty_units, memory_order_relaxed);
-        hz_segments_empty--;
-        hz_segment_unlink(seg);
+      if (hz_segment_spare(seg)) {           /* a whole segment too many: munmap it, unlocked */
+        hz_segment_forget(seg);
         runs[taken++] = (hz_purge_run){seg, 0, 0};
         continue;
       }
-      for (uint32_t u = HZ_HEADER_UNITS; u < HZ_UNITS && taken < 64u; u++) {
-        if (seg->unit_state[u] != HZ_UNIT_DIRTY) continue;
-        uint32_t end = u;
-        while (end < HZ_UNITS && seg->unit_state[end] == HZ_UNIT_DIRTY) seg->unit_state[end++] = HZ_UNIT_PURGING;
-        runs[taken++] = (hz_purge_run){seg, u, end - u};
-        seg->dirty_units -= end - u;
-        atomic_fetch_sub_explicit(&hz_dirty_total, end - u, memory_order_relaxed);
+      for (uint32_t u = HZ_HEADER_UNITS, n; taken < 64u && (n = hz_take_dirty_run(seg, &u, HZ_UNIT_PURGING)); u += n) {
+        runs[taken++] = (hz_purge_run){seg, u, n};
         seg->purging++;
-        u = end;
       }
       if (seg->dirty_units) next = now;      /* runs left over: the next round */
     }
@@ -180,9 +204,8 @@ static uint64_t hz_purger_pass(uint64_t now)
     /* the slow part, unlocked: freeing the pages (of an unlinked segment too, so that its
      * munmap below, under the lock, is quick and a fork child can still unmap it) */
     for (uint32_t i = 0; i < taken; i++) {
-      if (!runs[i].n) { hz_os_purge(runs[i].seg, HZ_SEGMENT_SIZE); continue; }
-      hz_os_purge((char *)runs[i].seg + ((size_t)runs[i].at << HZ_SLAB_SHIFT), (size_t)runs[i].n << HZ_SLAB_SHIFT);
-      atomic_fetch_add_explicit(&hz_purged_bytes, (uint64_t)runs[i].n << HZ_SLAB_SHIFT, memory_order_relaxed);
+      if (runs[i].n) hz_units_purge(runs[i].seg, runs[i].at, runs[i].n);
+      else hz_os_purge(runs[i].seg, HZ_SEGMENT_SIZE);
     }
     hz_lock_acquire(&hz_seg_lock);
     for (uint32_t i = 0; i < taken; i++) {
@@ -190,8 +213,7 @@ static uint64_t hz_purger_pass(uint64_t now)
       if (!runs[i].n) { hz_os_unmap(seg, HZ_SEGMENT_SIZE); continue; }
       for (uint32_t u = runs[i].at; u < runs[i].at + runs[i].n; u++) seg->unit_state[u] = HZ_UNIT_CLEAN;
       /* emptied meanwhile, an inline retire had to leave it mapped: one segment too many now */
-      if (!--seg->purging && seg->free_units == HZ_UNITS - HZ_HEADER_UNITS && hz_segments_empty > HZ_SEGMENT_CACHE)
-        hz_segment_retire(seg);
+      if (!--seg->purging && hz_segment_spare(seg)) hz_segment_retire(seg);
     }
     hz_purge_pending = 0;
     hz_lock_release(&hz_seg_lock);
@@ -244,8 +266,8 @@ static void *hz_purger_main(void *arg)
  * and the heap is consistent, since pthread_create allocates (and so re-enters malloc) */
 HZ_COLD void hz_purger_start(void)
 {
-  int st = 0;
-  if (!atomic_compare_exchange_strong(&hz_purger_state, &st, 1)) return;
+  int st = HZ_PURGER_WANTED;
+  if (!atomic_compare_exchange_strong(&hz_purger_state, &st, HZ_PURGER_STARTING)) return;
   pthread_attr_t attr;
   sigset_t all, old;
   pthread_t t;
@@ -259,7 +281,7 @@ HZ_COLD void hz_purger_start(void)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
   }
-  atomic_store(&hz_purger_state, ok ? 2 : 3);
+  atomic_store(&hz_purger_state, ok ? HZ_PURGER_RUN : HZ_PURGER_FAILED);
 }
 
 /* a slab release made something dirty, or a mapping waits to be unmapped: wake the purger */
@@ -341,7 +363,7 @@ static hz_slab *hz_slab_alloc(hz_heap *h, uint32_t cls)
   /* dirty units first: they are resident, clean ones would fault in fresh pages */
   for (int dirty_only = 1; dirty_only >= 0 && !at; dirty_only--)
     for (seg = hz_segments; seg; seg = seg->next)
-      if ((seg->kind == kind || seg->free_units == HZ_UNITS - HZ_HEADER_UNITS) &&
+      if ((seg->kind == kind || hz_segment_is_empty(seg)) &&
           (dirty_only ? seg->dirty_units : seg->free_units) >= n &&
           (at = hz_segment_find_run(seg, n, dirty_only)) != 0) break;
   if (!seg) {
@@ -352,7 +374,7 @@ static hz_slab *hz_slab_alloc(hz_heap *h, uint32_t cls)
     seg->kind = kind;
     __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(seg)], (uint8_t)kind, __ATOMIC_RELEASE);
   }
-  if (seg->free_units == HZ_UNITS - HZ_HEADER_UNITS && hz_segments_empty) hz_segments_empty--;
+  if (hz_segment_is_empty(seg) && hz_segments_empty) hz_segments_empty--;
   for (uint32_t u = at; u < at + n; u++) {
     if (seg->unit_state[u] == HZ_UNIT_DIRTY) {
       seg->dirty_units--;
@@ -365,7 +387,7 @@ static hz_slab *hz_slab_alloc(hz_heap *h, uint32_t cls)
   if (hz_units_in_use > hz_units_peak) {
     hz_units_peak = hz_units_in_use;
     /* a heap this large will make purges that frees should not wait for: ask for the purger */
-    if (hz_units_peak > HZ_PURGER_START_UNITS) atomic_store_explicit(&hz_purger_wanted, 1, memory_order_relaxed);
+    if (hz_units_peak > HZ_PURGER_START_UNITS) hz_purger_want();
   }
   hz_lock_release(&hz_seg_lock);
 
@@ -425,13 +447,13 @@ static void hz_slab_release(hz_slab *s)
   if (!before)
     atomic_store_explicit(&hz_next_purge_ms, seg->dirty_since_ms + HZ_PURGE_DELAY_MS, memory_order_relaxed);
   seg->free_units += n;
-  int extra_empty = seg->free_units == HZ_UNITS - HZ_HEADER_UNITS && ++hz_segments_empty > HZ_SEGMENT_CACHE;
+  int extra_empty = hz_segment_is_empty(seg) && ++hz_segments_empty > HZ_SEGMENT_CACHE;
   hz_units_in_use -= n;
   size_t budget = hz_dirty_budget();
   /* memory goes back here: ask for the purger. Not started from here: free runs inside glibc's
    * thread-stack lock (a joined thread's TLS), which pthread_create takes; the next allocation
    * miss starts it */
-  if (extra_empty || before + n > budget) atomic_store_explicit(&hz_purger_wanted, 1, memory_order_relaxed);
+  if (extra_empty || before + n > budget) hz_purger_want();
   if (extra_empty && !HZ_PURGER_RUNNING()) {   /* one empty segment too many: unmap it now */
     hz_segment_retire(seg);
     hz_lock_release(&hz_seg_lock);

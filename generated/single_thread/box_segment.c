@@ -37,38 +37,62 @@ static void hz_segment_unlink(hz_segment *seg)
   atomic_fetch_add_explicit(&hz_seg_released_count, 1, memory_order_relaxed);
 }
 
-static void hz_segment_free(hz_segment *seg)
+HZ_INLINE int hz_segment_is_empty(const hz_segment *seg)
 {
+  return seg->free_units == HZ_UNITS - HZ_HEADER_UNITS;
+}
+
+/* an entirely free segment beyond the HZ_SEGMENT_CACHE kept mapped, none of it being purged:
+ * it may be unmapped (lock held) */
+static int hz_segment_spare(const hz_segment *seg)
+{
+  return hz_segment_is_empty(seg) && hz_segments_empty > HZ_SEGMENT_CACHE && !seg->purging;
+}
+
+/* a spare segment leaves the books: dirty count, empty count, list, registry (lock held);
+ * hz_os_unmap it next */
+static void hz_segment_forget(hz_segment *seg)
+{
+  hz_segments_empty--;
   hz_segment_unlink(seg);
-  hz_os_unmap(seg, HZ_SEGMENT_SIZE);
+}
+
+/* the next run of dirty units at or after *u: marked `state`, counted out of the dirty totals,
+ * *u set to its start; its length, 0 if there is none (lock held) */
+static uint32_t hz_take_dirty_run(hz_segment *seg, uint32_t *u, uint8_t state)
+{
+  uint32_t at = *u;
+  while (at < HZ_UNITS && seg->unit_state[at] != HZ_UNIT_DIRTY) at++;
+  uint32_t end = at;
+  while (end < HZ_UNITS && seg->unit_state[end] == HZ_UNIT_DIRTY) seg->unit_state[end++] = state;
+  seg->dirty_units -= end - at;
+  *u = at;
+  return end - at;
+}
+
+/* pages of units [at, at + n) of seg go back to the OS */
+static void hz_units_purge(hz_segment *seg, uint32_t at, uint32_t n)
+{
+  hz_os_purge((char *)seg + ((size_t)at << HZ_SLAB_SHIFT), (size_t)n << HZ_SLAB_SHIFT);
+  atomic_fetch_add_explicit(&hz_purged_bytes, (uint64_t)n << HZ_SLAB_SHIFT, memory_order_relaxed);
 }
 
 /* return the dirty units of one segment to the OS (lock held) */
 static void hz_segment_purge(hz_segment *seg)
 {
-  uint32_t u = HZ_HEADER_UNITS;
-  while (seg->dirty_units && u < HZ_UNITS) {
-    if (seg->unit_state[u] != HZ_UNIT_DIRTY) { u++; continue; }
-    uint32_t run = u;
-    while (run < HZ_UNITS && seg->unit_state[run] == HZ_UNIT_DIRTY) seg->unit_state[run++] = HZ_UNIT_CLEAN;
-    hz_os_purge((char *)seg + ((size_t)u << HZ_SLAB_SHIFT), (size_t)(run - u) << HZ_SLAB_SHIFT);
-    atomic_fetch_add_explicit(&hz_purged_bytes, (uint64_t)(run - u) << HZ_SLAB_SHIFT, memory_order_relaxed);
-    seg->dirty_units -= run - u;
-    u = run;
-  }
+  for (uint32_t u = HZ_HEADER_UNITS, n; (n = hz_take_dirty_run(seg, &u, HZ_UNIT_CLEAN)) != 0; u += n)
+    hz_units_purge(seg, u, n);
 }
 
-/* an entirely free segment is unmapped once more than HZ_SEGMENT_CACHE of them wait;
- * otherwise its dirty units are purged (lock held) */
+/* a spare segment is unmapped; otherwise its dirty units are purged (lock held) */
 static void hz_segment_retire(hz_segment *seg)
 {
-  if (seg->free_units == HZ_UNITS - HZ_HEADER_UNITS && hz_segments_empty > HZ_SEGMENT_CACHE &&
-      !seg->purging) {
-    hz_segments_empty--;
-    hz_segment_free(seg);
-  } else {
-    hz_segment_purge(seg);
+  if (hz_segment_spare(seg)) {
+    hz_segment_forget(seg);
+    hz_os_unmap(seg, HZ_SEGMENT_SIZE);
+    return;
   }
+  hz_segment_purge(seg);
 }
 
 /* purge everything now (malloc_trim); returns 1 if memory went back */
@@ -111,7 +135,7 @@ static hz_slab *hz_slab_alloc(hz_heap *h, uint32_t cls)
   /* dirty units first: they are resident, clean ones would fault in fresh pages */
   for (int dirty_only = 1; dirty_only >= 0 && !at; dirty_only--)
     for (seg = hz_segments; seg; seg = seg->next)
-      if ((seg->kind == kind || seg->free_units == HZ_UNITS - HZ_HEADER_UNITS) &&
+      if ((seg->kind == kind || hz_segment_is_empty(seg)) &&
           (dirty_only ? seg->dirty_units : seg->free_units) >= n &&
           (at = hz_segment_find_run(seg, n, dirty_only)) != 0) break;
   if (!seg) {
@@ -122,7 +146,7 @@ static hz_slab *hz_slab_alloc(hz_heap *h, uint32_t cls)
     seg->kind = kind;
     __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(seg)], (uint8_t)kind, __ATOMIC_RELEASE);
   }
-  if (seg->free_units == HZ_UNITS - HZ_HEADER_UNITS && hz_segments_empty) hz_segments_empty--;
+  if (hz_segment_is_empty(seg) && hz_segments_empty) hz_segments_empty--;
   for (uint32_t u = at; u < at + n; u++) {
     if (seg->unit_state[u] == HZ_UNIT_DIRTY) {
       seg->dirty_units--;
@@ -161,7 +185,7 @@ static void hz_slab_release(hz_slab *s)
   if (!seg->dirty_units) seg->dirty_since_ms = hz_now_ms();
   seg->dirty_units += n;
   seg->free_units += n;
-  if (seg->free_units == HZ_UNITS - HZ_HEADER_UNITS) hz_segments_empty++;
+  if (hz_segment_is_empty(seg)) hz_segments_empty++;
   hz_lock_release(&hz_seg_lock);
 }
 
