@@ -73,8 +73,10 @@ def _large_text(m: Model) -> str:
     head = (f"requests above {size_text(m.small_max)} (and alignments slabs cannot give): "
             "one segment-aligned mapping each, header in front; ")
     if L["release"] == "cache":
+        decay = (f"; the purger unmaps them {m.backing['delay_ms']} ms after they were freed"
+                 if m.backing["purge_thread"] else "")
         return head + (f"freed mappings cached for reuse (up to {L['cache_entries']} mappings, "
-                       f"{size_text(L['max_cached'])}; oldest evicted first)")
+                       f"{size_text(L['max_cached'])}; oldest evicted first{decay})")
     return head + "munmap on free"
 
 

@@ -88,7 +88,8 @@ OPTIONS: list[Option] = [
            "up to `cache_entries` freed mappings (at most `max_cached` bytes) for reuse.",
            choices=("immediate", "cache")),
     Option("large.cache_entries", INT, 8, "Freed mappings kept (release: cache).", lo=1, hi=64),
-    Option("large.max_cached", SIZE, 32 * MIB, "Bytes of freed mappings kept (release: cache).",
+    Option("large.max_cached", SIZE, 32 * MIB, "Bytes of freed mappings kept (release: cache); "
+           "with `backing.purge_thread` each goes back `delay_ms` after it was freed.",
            lo=0, hi=1 << 40),
 
     Option("backing", SECTION, None, "When memory goes back to the OS."),
@@ -103,8 +104,9 @@ OPTIONS: list[Option] = [
            "the slab memory in use before the oldest go back (the budget follows the heap: large "
            "while it is busy, `max_dirty` once it is freed).", lo=0.0, hi=4.0),
     Option("backing.purge_thread", BOOL, False, "A background thread returns dirty slabs "
-           "`delay_ms` after they were freed, even when no slow path runs; started once the slab "
-           "heap passes 2 x `max_dirty` or the budget is exceeded (delayed, threads: true; "
+           "(and cached large mappings) `delay_ms` after they were freed, even when no slow path "
+           "runs; started once the slab heap passes 2 x `max_dirty`, the budget is exceeded or "
+           "the large cache holds more than `max_dirty` (delayed, threads: true; "
            "`HZ_PURGE_THREAD=0` turns it off at run time)."),
     Option("backing.segment_cache", INT, 1, "Empty segments kept mapped (purged) for reuse.",
            lo=0, hi=64),

@@ -140,6 +140,22 @@ def test_purger_returns_memory_while_the_program_sleeps(built, model, plain_prog
             assert tasks == 1, out
 
 
+def test_purger_returns_cached_large_blocks(built, model, plain_programs, create_guard):
+    """30 MiB of large blocks freed into the large cache, then 1.5 s without an allocator
+    call, in a parent and in a forked child: with the purger, cached mappings go back delay_ms
+    after they were freed (without it the cache keeps up to max_cached for good)."""
+    if not (model.backing["purge_thread"] and model.large["release"] == "cache"):
+        pytest.skip("spec has no purge thread or no large cache")
+    out = run_behind(create_guard, built, plain_programs["purger"], "large", "fork")
+    block_kb = 2560
+    kept_kb = min(12, model.large["cache_entries"], model.large["max_cached"] // (block_kb << 10)) * block_kb
+    for peak, at_free, after, tasks, _sigblk in purger_reports(out):
+        assert peak > 12 * block_kb, out
+        assert at_free - after >= kept_kb // 2, out   # the cache had kept them, the purger did not
+        assert after <= peak // 4, out
+        assert tasks == 2, out
+
+
 def test_purge_thread_opt_out(built, model, plain_programs):
     """HZ_PURGE_THREAD=0: no thread of ours, and memory still goes back (inline, on frees)."""
     if not model.backing["purge_thread"]:

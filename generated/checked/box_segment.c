@@ -247,12 +247,15 @@ static void *hz_purger_main(void *arg)
 {
   (void)arg;
   for (;;) {
+    uint64_t now = hz_now_ms();
+    uint64_t next_large = hz_large_cache_decay(now);   /* due large mappings join the stack */
     hz_unmap_doomed();
-    uint64_t now = hz_now_ms(), next = hz_purger_pass(now);
-    /* sleep until the next runs are due (forever if nothing is dirty); a release that makes
-     * something dirty or hands over a mapping wakes us early */
+    uint64_t next = hz_purger_pass(now);
+    if (next_large < next) next = next_large;
+    /* sleep until the next runs are due (forever if nothing is dirty or cached); a release
+     * that makes something dirty, caches or hands over a mapping wakes us early */
     atomic_store(&hz_purger_idle, 1);
-    if (!atomic_load(&hz_doomed_maps) && (next != UINT64_MAX || !atomic_load(&hz_dirty_total))) {
+    if (!atomic_load(&hz_doomed_maps) && (next != UINT64_MAX || (!atomic_load(&hz_dirty_total) && hz_large_cache_empty()))) {
       uint64_t ms = next > now ? next - now : 1;
       struct timespec nap = {(time_t)(ms / 1000u), (long)(ms % 1000u) * 1000000L};
       hz_futex(&hz_purger_idle, FUTEX_WAIT_PRIVATE, 1, next == UINT64_MAX ? NULL : &nap);
@@ -292,6 +295,18 @@ static void hz_purger_wake(void)
     hz_futex(&hz_purger_idle, FUTEX_WAKE_PRIVATE, 1, NULL);
 }
 
+/* push map (len bytes, `resident` of them touched, counted in hz_doomed_bytes by the caller)
+ * onto the stack the purger unmaps; from then on a fork child unmaps it too */
+static void hz_doomed_push(void *map, size_t len, size_t resident)
+{
+  hz_doomed *d = map;
+  d->len = len;
+  d->resident = resident;
+  d->next = atomic_load_explicit(&hz_doomed_maps, memory_order_relaxed);
+  while (!atomic_compare_exchange_weak_explicit(&hz_doomed_maps, &d->next, d, memory_order_release,
+                                                memory_order_relaxed)) {}
+}
+
 /* hand map (len bytes, `resident` of them touched) to the purger if it runs; 0: the caller
  * unmaps it */
 static int hz_purger_unmap_later(void *map, size_t len, size_t resident)
@@ -301,12 +316,7 @@ static int hz_purger_unmap_later(void *map, size_t len, size_t resident)
     atomic_fetch_sub_explicit(&hz_doomed_bytes, resident, memory_order_relaxed);   /* behind: here */
     return 0;
   }
-  hz_doomed *d = map;
-  d->len = len;
-  d->resident = resident;
-  d->next = atomic_load_explicit(&hz_doomed_maps, memory_order_relaxed);
-  while (!atomic_compare_exchange_weak_explicit(&hz_doomed_maps, &d->next, d, memory_order_release,
-                                                memory_order_relaxed)) {}
+  hz_doomed_push(map, len, resident);
   hz_purger_wake();
   return 1;
 }

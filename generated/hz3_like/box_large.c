@@ -26,7 +26,11 @@ static _Atomic(uint64_t) hz_large_mapped_count, hz_large_released_count;
 
 static size_t hz_segment_round(size_t n) { return (n + HZ_SEGMENT_SIZE - 1) & ~(HZ_SEGMENT_SIZE - 1); }
 
-typedef struct { char *map; size_t len, touched; } hz_large_entry;
+typedef struct {
+  char *map;
+  size_t len, touched;
+  uint64_t freed_ms;   /* the purger unmaps it delay_ms later */
+} hz_large_entry;
 static hz_lock hz_large_lock;
 static hz_large_entry hz_large_cache[HZ_LARGE_CACHE_ENTRIES];   /* oldest first */
 static unsigned hz_large_cached;
@@ -83,13 +87,39 @@ static void hz_large_cache_put(char *map, size_t len, size_t touched)
     hz_large_cached_bytes -= hz_large_cache[0].touched;
     memmove(&hz_large_cache[0], &hz_large_cache[1], --hz_large_cached * sizeof hz_large_cache[0]);
   }
-  hz_large_cache[hz_large_cached].map = map;
-  hz_large_cache[hz_large_cached].len = len;
-  hz_large_cache[hz_large_cached++].touched = touched;
+  hz_large_cache[hz_large_cached] = (hz_large_entry){
+    .map = map, .len = len, .touched = touched,
+    .freed_ms = hz_now_ms(),
+  };
+  __atomic_store_n(&hz_large_cached, hz_large_cached + 1, __ATOMIC_RELAXED);   /* the purger peeks */
   hz_large_cached_bytes += touched;
+  /* this much idle memory asks for the purger, which returns it delay_ms after the free */
+  if (hz_large_cached_bytes > ((size_t)HZ_MAX_DIRTY_UNITS << HZ_SLAB_SHIFT)) hz_purger_want();
   hz_lock_release(&hz_large_lock);
   for (unsigned i = 0; i < n_evict; i++) hz_large_unmap(evict[i].map, evict[i].len, evict[i].touched);
+  hz_purger_wake();   /* it may sleep with nothing due */
 }
+
+/* the purger: cached mappings freed delay_ms ago or earlier move to the stack it unmaps (a
+ * fork child unmaps them from there too); returns when the next one is due (UINT64_MAX: none) */
+static uint64_t hz_large_cache_decay(uint64_t now)
+{
+  hz_lock_acquire(&hz_large_lock);
+  unsigned due = 0;
+  while (due < hz_large_cached && hz_large_cache[due].freed_ms + HZ_PURGE_DELAY_MS <= now) {
+    const hz_large_entry *e = &hz_large_cache[due++];
+    hz_large_cached_bytes -= e->touched;
+    atomic_fetch_add_explicit(&hz_doomed_bytes, e->touched, memory_order_relaxed);
+    hz_doomed_push(e->map, e->len, e->touched);
+  }
+  hz_large_cached -= due;
+  memmove(&hz_large_cache[0], &hz_large_cache[due], hz_large_cached * sizeof hz_large_cache[0]);
+  uint64_t next = hz_large_cached ? hz_large_cache[0].freed_ms + HZ_PURGE_DELAY_MS : UINT64_MAX;
+  hz_lock_release(&hz_large_lock);
+  return next;
+}
+
+static int hz_large_cache_empty(void) { return !__atomic_load_n(&hz_large_cached, __ATOMIC_SEQ_CST); }
 
 /* the header of a large pointer whose registry kind is LARGE or LARGE_HI */
 static hz_large *hz_large_of(const void *p, unsigned kind)

@@ -26,7 +26,10 @@ static _Atomic(uint64_t) hz_large_mapped_count, hz_large_released_count;
 
 static size_t hz_segment_round(size_t n) { return (n + HZ_SEGMENT_SIZE - 1) & ~(HZ_SEGMENT_SIZE - 1); }
 
-typedef struct { char *map; size_t len, touched; } hz_large_entry;
+typedef struct {
+  char *map;
+  size_t len, touched;
+} hz_large_entry;
 static hz_lock hz_large_lock;
 static hz_large_entry hz_large_cache[HZ_LARGE_CACHE_ENTRIES];   /* oldest first */
 static unsigned hz_large_cached;
@@ -83,9 +86,10 @@ static void hz_large_cache_put(char *map, size_t len, size_t touched)
     hz_large_cached_bytes -= hz_large_cache[0].touched;
     memmove(&hz_large_cache[0], &hz_large_cache[1], --hz_large_cached * sizeof hz_large_cache[0]);
   }
-  hz_large_cache[hz_large_cached].map = map;
-  hz_large_cache[hz_large_cached].len = len;
-  hz_large_cache[hz_large_cached++].touched = touched;
+  hz_large_cache[hz_large_cached] = (hz_large_entry){
+    .map = map, .len = len, .touched = touched,
+  };
+  __atomic_store_n(&hz_large_cached, hz_large_cached + 1, __ATOMIC_RELAXED);   /* the purger peeks */
   hz_large_cached_bytes += touched;
   hz_lock_release(&hz_large_lock);
   for (unsigned i = 0; i < n_evict; i++) hz_large_unmap(evict[i].map, evict[i].len, evict[i].touched);

@@ -4,6 +4,9 @@
  *                   sleep 1.5 s without a single malloc or free, and report.
  *   purger fork   : the same, then fork: the child does it again (a purger it inherits does not
  *                   exist there) and reports too.
+ *   purger large [fork] : the same with 12 blocks of 2.5 MiB (large blocks: the large cache keeps
+ *                   them), then one small allocation (an allocation miss: it starts a purger
+ *                   that a free asked for).
  *
  * Prints, per process, "purger PID: rss_peak_kb=A rss_at_free_kb=B rss_after_kb=C tasks=N
  * sigblk=HEX" where tasks counts the threads and sigblk is the signal mask of the thread that
@@ -46,17 +49,22 @@ static int tasks(unsigned long long *sigblk)
     return n;
 }
 
-static void round_trip(void)
+static void *xmalloc_touched(size_t n)
+{
+    void *p = XMALLOC(n);
+    if (!p) { fprintf(stderr, "purger: out of memory\n"); exit(1); }
+    return memset(p, 0x5a, n);
+}
+
+/* allocate, touch and free count blocks of size lo..hi, then wait; `miss` bytes are allocated
+ * right after the frees when not 0 */
+static void round_trip(int count, size_t lo, size_t hi, size_t miss)
 {
     unsigned seed = 12345;
-    for (int i = 0; i < BLOCKS; i++) {
-        size_t n = 4096 + (size_t)(rand_r(&seed) % 12289);
-        blocks[i] = XMALLOC(n);
-        if (!blocks[i]) { fprintf(stderr, "purger: out of memory\n"); exit(1); }
-        memset(blocks[i], 0x5a, n);
-    }
+    for (int i = 0; i < count; i++) blocks[i] = xmalloc_touched(lo + (size_t)rand_r(&seed) % (hi - lo + 1));
     long peak = hz_rss_kb();
-    for (int i = 0; i < BLOCKS; i++) XFREE(blocks[i]);
+    for (int i = 0; i < count; i++) XFREE(blocks[i]);
+    if (miss) XFREE(xmalloc_touched(miss));
     long at_free = hz_rss_kb();
     struct timespec nap = {1, 500000000L};
     nanosleep(&nap, NULL);           /* no allocator call from here on */
@@ -70,11 +78,19 @@ static void round_trip(void)
 
 int main(int argc, char **argv)
 {
-    round_trip();
-    if (argc > 1 && !strcmp(argv[1], "fork")) {
+    int large = argc > 1 && !strcmp(argv[1], "large");
+    int forking = argc > 1 + large && !strcmp(argv[1 + large], "fork");
+    /* large: a small size not allocated before in this process, so its allocation misses */
+    if (large) round_trip(12, 2560 << 10, 2560 << 10, 3000);
+    else round_trip(BLOCKS, 4096, 16384, 0);
+    if (forking) {
         pid_t pid = fork();
         if (pid < 0) return 1;
-        if (pid == 0) { round_trip(); _exit(0); }
+        if (pid == 0) {
+            if (large) round_trip(12, 2560 << 10, 2560 << 10, 2000);
+            else round_trip(BLOCKS, 4096, 16384, 0);
+            _exit(0);
+        }
         int st;
         if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st)) return 1;
     }
