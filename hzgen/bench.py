@@ -73,8 +73,9 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("tiny256", "tiny", ("-z", "256"), instructions=True),
     Variant("mixed", "mixed"),
     Variant("larson1", "larson", ("-t", "1")),
-    Variant("larson2", "larson", ("-t", "2")),
-    Variant("larson4", "larson", ("-t", "4")),
+    # threaded, short and scheduler-bound on 2 cores: twice the runs, and their spread shown
+    Variant("larson2", "larson", ("-t", "2"), pair_factor=2, spread=True),
+    Variant("larson4", "larson", ("-t", "4"), pair_factor=2, spread=True),
     Variant("prodcons2", "prodcons", ("-t", "2"), pair_factor=2, spread=True),
     Variant("prodcons4", "prodcons", ("-t", "4"), pair_factor=2, spread=True),
     Variant("midsize2", "midsize", ("-t", "2")),

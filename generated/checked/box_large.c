@@ -53,7 +53,8 @@ static size_t hz_large_fit(const hz_large_entry *e, size_t len)
   return e->touched >= len ? e->touched - len : (SIZE_MAX / 2) + (len - e->touched);
 }
 
-/* the cached reservation that fits a request of len bytes best, or NULL */
+/* the cached reservation that fits a request of len bytes best, or NULL; among equals the
+ * newest (its pages are the warmest, nothing moves, and the oldest are left to decay) */
 static char *hz_large_cache_take(size_t len, hz_large_entry *got)
 {
   char *map = NULL;
@@ -62,7 +63,7 @@ static char *hz_large_cache_take(size_t len, hz_large_entry *got)
   size_t best_fit = SIZE_MAX;
   for (unsigned i = 0; i < hz_large_cached; i++) {
     size_t fit = hz_large_fit(&hz_large_cache[i], len);
-    if (fit < best_fit) { best = i; best_fit = fit; }
+    if (fit != SIZE_MAX && fit <= best_fit) { best = i; best_fit = fit; }   /* ties: the newest */
   }
   if (best < HZ_LARGE_CACHE_ENTRIES) {
     *got = hz_large_cache[best];
@@ -80,7 +81,9 @@ static void hz_large_cache_put(char *map, size_t len, size_t touched)
   hz_large_entry evict[HZ_LARGE_CACHE_ENTRIES + 1];
   unsigned n_evict = 0;
   if (touched > HZ_LARGE_CACHE_BYTES) { hz_large_unmap(map, len, touched); return; }
+  const uint64_t now = hz_now_ms();   /* read unlocked: entries a few us out of order are fine */
   hz_lock_acquire(&hz_large_lock);
+  const int was_empty = !hz_large_cached;
   while (hz_large_cached && (hz_large_cached >= HZ_LARGE_CACHE_ENTRIES ||
                              hz_large_cached_bytes + touched > HZ_LARGE_CACHE_BYTES)) {
     evict[n_evict++] = hz_large_cache[0];
@@ -89,15 +92,18 @@ static void hz_large_cache_put(char *map, size_t len, size_t touched)
   }
   hz_large_cache[hz_large_cached] = (hz_large_entry){
     .map = map, .len = len, .touched = touched,
-    .freed_ms = hz_now_ms(),
+    .freed_ms = now,
   };
-  __atomic_store_n(&hz_large_cached, hz_large_cached + 1, __ATOMIC_RELAXED);   /* the purger peeks */
+  hz_large_cached++;
   hz_large_cached_bytes += touched;
   /* this much idle memory asks for the purger, which returns it delay_ms after the free */
   if (hz_large_cached_bytes > ((size_t)HZ_MAX_DIRTY_UNITS << HZ_SLAB_SHIFT)) hz_purger_want();
   hz_lock_release(&hz_large_lock);
   for (unsigned i = 0; i < n_evict; i++) hz_large_unmap(evict[i].map, evict[i].len, evict[i].touched);
-  hz_purger_wake();   /* it may sleep with nothing due */
+  /* the purger may sleep with nothing due; with entries cached it wakes for the oldest, which
+   * is due before this one (a wake per free cost a large malloc/free loop 2-3x). No fence: the
+   * purger decides to sleep under hz_large_lock, after raising its flag */
+  if (was_empty) hz_purger_kick(0);
 }
 
 /* the purger: cached mappings freed delay_ms ago or earlier move to the stack it unmaps (a
@@ -119,7 +125,15 @@ static uint64_t hz_large_cache_decay(uint64_t now)
   return next;
 }
 
-static int hz_large_cache_empty(void) { return !__atomic_load_n(&hz_large_cached, __ATOMIC_SEQ_CST); }
+/* the purger, its idle flag raised: nothing cached? (under the lock a put takes before it
+ * reads the flag, so one of the two sees the other) */
+static int hz_large_cache_empty(void)
+{
+  hz_lock_acquire(&hz_large_lock);
+  int empty = !hz_large_cached;
+  hz_lock_release(&hz_large_lock);
+  return empty;
+}
 
 /* the header of a large pointer whose registry kind is LARGE or LARGE_HI */
 static hz_large *hz_large_of(const void *p, unsigned kind)

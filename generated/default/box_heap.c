@@ -133,7 +133,7 @@ static void hz_fork_child(void)
   int purger = atomic_load(&hz_purger_state);
   atomic_store(&hz_purger_state, hz_purger_off ? HZ_PURGER_FAILED
                                  : purger == HZ_PURGER_NONE ? HZ_PURGER_NONE : HZ_PURGER_WANTED);
-  atomic_store(&hz_purger_idle, 0);
+  atomic_store(&hz_purger_idle, HZ_PURGER_AWAKE);
   hz_purger_fork_child();
   /* heaps of threads that do not exist here may be mid-update: never touch them again */
   for (hz_heap *h = hz_heaps_all; h; h = h->next_all)

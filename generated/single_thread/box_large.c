@@ -52,7 +52,8 @@ static size_t hz_large_fit(const hz_large_entry *e, size_t len)
   return e->touched >= len ? e->touched - len : (SIZE_MAX / 2) + (len - e->touched);
 }
 
-/* the cached reservation that fits a request of len bytes best, or NULL */
+/* the cached reservation that fits a request of len bytes best, or NULL; among equals the
+ * newest (its pages are the warmest, nothing moves, and the oldest are left to decay) */
 static char *hz_large_cache_take(size_t len, hz_large_entry *got)
 {
   char *map = NULL;
@@ -61,7 +62,7 @@ static char *hz_large_cache_take(size_t len, hz_large_entry *got)
   size_t best_fit = SIZE_MAX;
   for (unsigned i = 0; i < hz_large_cached; i++) {
     size_t fit = hz_large_fit(&hz_large_cache[i], len);
-    if (fit < best_fit) { best = i; best_fit = fit; }
+    if (fit != SIZE_MAX && fit <= best_fit) { best = i; best_fit = fit; }   /* ties: the newest */
   }
   if (best < HZ_LARGE_CACHE_ENTRIES) {
     *got = hz_large_cache[best];
@@ -89,7 +90,7 @@ static void hz_large_cache_put(char *map, size_t len, size_t touched)
   hz_large_cache[hz_large_cached] = (hz_large_entry){
     .map = map, .len = len, .touched = touched,
   };
-  __atomic_store_n(&hz_large_cached, hz_large_cached + 1, __ATOMIC_RELAXED);   /* the purger peeks */
+  hz_large_cached++;
   hz_large_cached_bytes += touched;
   hz_lock_release(&hz_large_lock);
   for (unsigned i = 0; i < n_evict; i++) hz_large_unmap(evict[i].map, evict[i].len, evict[i].touched);

@@ -18,7 +18,10 @@ enum { HZ_PURGER_NONE, HZ_PURGER_WANTED, HZ_PURGER_STARTING, HZ_PURGER_RUN, HZ_P
 static atomic_int hz_purger_state;
 static int hz_purger_off;                /* HZ_PURGE_THREAD=0 in the environment */
 #define HZ_PURGER_START_UNITS 512u   /* twice max_dirty */
-static atomic_int hz_purger_idle;        /* 1: the purger waits on this futex for dirty units */
+/* the futex the purger waits on: awake, napping until the next due time, or sleeping until
+ * woken (nothing is due) */
+enum { HZ_PURGER_AWAKE, HZ_PURGER_NAPPING, HZ_PURGER_SLEEPING };
+static atomic_int hz_purger_idle;
 static size_t hz_units_peak;             /* high-water of the units in use (lock held) */
 #define HZ_PURGER_RUNNING() (atomic_load_explicit(&hz_purger_state, memory_order_relaxed) == HZ_PURGER_RUN)
 /* ask for the purger (none -> wanted; any later state stays) */
@@ -250,17 +253,18 @@ static void *hz_purger_main(void *arg)
     uint64_t now = hz_now_ms();
     uint64_t next_large = hz_large_cache_decay(now);   /* due large mappings join the stack */
     hz_unmap_doomed();
-    uint64_t next = hz_purger_pass(now);
+    uint64_t next = hz_purger_pass(now = hz_now_ms());   /* the unmaps took time */
     if (next_large < next) next = next_large;
     /* sleep until the next runs are due (forever if nothing is dirty or cached); a release
      * that makes something dirty, caches or hands over a mapping wakes us early */
-    atomic_store(&hz_purger_idle, 1);
+    const int idle = next == UINT64_MAX ? HZ_PURGER_SLEEPING : HZ_PURGER_NAPPING;
+    atomic_store(&hz_purger_idle, idle);
     if (!atomic_load(&hz_doomed_maps) && (next != UINT64_MAX || (!atomic_load(&hz_dirty_total) && hz_large_cache_empty()))) {
       uint64_t ms = next > now ? next - now : 1;
       struct timespec nap = {(time_t)(ms / 1000u), (long)(ms % 1000u) * 1000000L};
-      hz_futex(&hz_purger_idle, FUTEX_WAIT_PRIVATE, 1, next == UINT64_MAX ? NULL : &nap);
+      hz_futex(&hz_purger_idle, FUTEX_WAIT_PRIVATE, idle, next == UINT64_MAX ? NULL : &nap);
     }
-    atomic_store(&hz_purger_idle, 0);
+    atomic_store(&hz_purger_idle, HZ_PURGER_AWAKE);
   }
   return NULL;
 }
@@ -287,12 +291,20 @@ HZ_COLD void hz_purger_start(void)
   atomic_store(&hz_purger_state, ok ? HZ_PURGER_RUN : HZ_PURGER_FAILED);
 }
 
-/* a slab release made something dirty, or a mapping waits to be unmapped: wake the purger */
-static void hz_purger_wake(void)
+/* wake the purger: from any wait when `urgent` (a mapping waits to be unmapped); otherwise
+ * (memory became due delay_ms from now) only from a sleep: a nap ends before that, and waking
+ * it on every release would cost a syscall each */
+static void hz_purger_kick(int urgent)   /* the caller ordered its change before the flag */
 {
-  atomic_thread_fence(memory_order_seq_cst);   /* the dirty count before the idle flag */
-  if (atomic_load_explicit(&hz_purger_idle, memory_order_relaxed) && atomic_exchange(&hz_purger_idle, 0))
+  int idle = atomic_load_explicit(&hz_purger_idle, memory_order_relaxed);
+  if ((idle == HZ_PURGER_SLEEPING || (urgent && idle == HZ_PURGER_NAPPING)) &&
+      atomic_exchange(&hz_purger_idle, HZ_PURGER_AWAKE) != HZ_PURGER_AWAKE)
     hz_futex(&hz_purger_idle, FUTEX_WAKE_PRIVATE, 1, NULL);
+}
+static void hz_purger_wake(int urgent)
+{
+  atomic_thread_fence(memory_order_seq_cst);   /* what is due before the idle flag */
+  hz_purger_kick(urgent);
 }
 
 /* push map (len bytes, `resident` of them touched, counted in hz_doomed_bytes by the caller)
@@ -317,7 +329,7 @@ static int hz_purger_unmap_later(void *map, size_t len, size_t resident)
     return 0;
   }
   hz_doomed_push(map, len, resident);
-  hz_purger_wake();
+  hz_purger_wake(1);
   return 1;
 }
 
@@ -471,7 +483,7 @@ static void hz_slab_release(hz_slab *s)
   }
   if (before + n > budget) hz_purge_oldest(budget / 2);
   hz_lock_release(&hz_seg_lock);
-  if (!before) hz_purger_wake();
+  if (!before) hz_purger_wake(0);
 }
 
 HZ_INLINE void hz_partial_push(hz_heap *h, uint32_t cls, hz_slab *s)
