@@ -73,14 +73,15 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("tiny256", "tiny", ("-z", "256"), instructions=True),
     Variant("mixed", "mixed"),
     Variant("larson1", "larson", ("-t", "1")),
-    # threaded, short and scheduler-bound on 2 cores: twice the runs, and their spread shown
+    # threaded, short and scheduler-bound on 2 cores (so is scratch2): twice the runs, and
+    # their spread shown
     Variant("larson2", "larson", ("-t", "2"), pair_factor=2, spread=True),
     Variant("larson4", "larson", ("-t", "4"), pair_factor=2, spread=True),
     Variant("prodcons2", "prodcons", ("-t", "2"), pair_factor=2, spread=True),
     Variant("prodcons4", "prodcons", ("-t", "4"), pair_factor=2, spread=True),
     Variant("midsize2", "midsize", ("-t", "2")),
     Variant("realloc", "realloc"),
-    Variant("scratch2", "scratch", ("-t", "2")),
+    Variant("scratch2", "scratch", ("-t", "2"), pair_factor=2, spread=True),
     Variant("churn", "churn"),
     Variant("footprint", "footprint"),
     # real programs on the allocator under test: python3, its sqlite3, cc (and its cc1/as)
