@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 
 import jinja2
@@ -103,14 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     except BuildError as e:
         _err(f"hzgen: {e}")
         return 1
+    except BrokenPipeError:   # `hzgen ... | head`: the reader left; say nothing (before OSError)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no error at exit flush
+        return 0
     except (OSError, jinja2.TemplateError) as e:    # a broken install or an unwritable root
         _err(f"hzgen: {e}")
         return 1
     except KeyboardInterrupt:
         _err("hzgen: interrupted")
         return 130
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":

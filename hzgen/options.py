@@ -53,6 +53,9 @@ OPTIONS: list[Option] = [
            "`linear_until` (geometric).", lo=1, hi=16),
     Option("size_classes.sizes", SIZELIST, None, "Class sizes (explicit): integers, or "
            "`{from: A, to: B, step: S}` runs.", nullable=True),
+    Option("size_classes.extra", SIZELIST, None, "Sizes added to the geometric table "
+           "(integers or runs, as in `sizes`): e.g. a power of two plus a small header, which "
+           "the geometric steps put a quarter too high (4096 + 8 lands in 5120).", nullable=True),
     Option("size_classes.small_max", SIZE, 32 * KIB, "Largest small request; anything above "
            "is a large object (its own mapping). This is the large-object threshold.",
            lo=256, hi=1 * MIB),

@@ -6,8 +6,9 @@ The tuning, on purpose simple and explainable:
   - size classes: the base's class sizes plus an exact class for every recorded class size that
     carries at least 1% of all small allocations (recorded sizes are the recorder's classes:
     multiple of 16 up to 1 KiB, of 64 up to 8 KiB), merged, sorted, ending at the base's
-    small_max, `scheme: explicit`; at most 255 classes (the least allocated extra sizes are
-    dropped first);
+    small_max; written as `size_classes.extra` over a geometric base, as the whole `scheme:
+    explicit` list over an explicit one; at most 255 classes (the least allocated extra sizes
+    are dropped first);
   - everything else is inherited from the base (`extends:` its absolute path), the tiers too
     (their ranges end on base class sizes, which all remain). In particular the remote-free
     strategy is kept even when the profile shows no remote frees: the program may still be
@@ -33,7 +34,7 @@ from pathlib import Path
 import yaml
 
 from .profile import DEFAULT_BASE, MAX_CLASSES, base_model, write_atomic
-from .spec import IDENT_RE
+from .spec import IDENT_RE, geometric_sizes, load_spec
 from .tool import ToolError, guarded
 
 HOT_FRACTION = 0.01
@@ -98,6 +99,19 @@ def ident_from(stem: str) -> str:
     name = re.sub(r"[^a-z0-9_]+", "_", stem.lower()).strip("_")
     name = re.sub(r"^[^a-z]+", "", name)[:32].rstrip("_")
     return name if IDENT_RE.match(name) else "tuned"
+
+
+def size_classes_of(base: Path, sizes: list[int], small_max: int) -> dict:
+    """The tuned spec's size_classes: over a geometric base only the sizes its steps do not
+    give (`extra`, the base's own extras included: a list replaces the base's), so the
+    spec reads as what was added; over an explicit base the whole list."""
+    sc = load_spec(base).data["size_classes"]
+    if sc["scheme"] != "geometric":
+        return {"scheme": "explicit", "sizes": sizes, "small_max": small_max}
+    steps = set(geometric_sizes(sc["quantum"], sc["min"], sc["linear_until"],
+                                sc["steps_per_doubling"], sc["small_max"]))
+    extra = sorted(set(sizes) - steps)
+    return {"extra": extra} if extra else {}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -166,8 +180,10 @@ def run(args) -> int:
         "name": name,
         "extends": str(base),
         "description": f"{base.stem} tuned to the profile {prof_path.name}",
-        "size_classes": {"scheme": "explicit", "sizes": sizes, "small_max": m.small_max},
     }
+    classes = size_classes_of(base, sizes, m.small_max)
+    if classes:                         # nothing hot beyond the base: its classes as they are
+        spec["size_classes"] = classes
     text = "\n".join(header) + "\n" + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100)
     write_atomic(out, text, check=load_model)
     print(f"hzgen preload: wrote {out} ({name}: {len(sizes)} classes, {len(added)} added)",

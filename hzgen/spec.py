@@ -347,10 +347,14 @@ def _class_sizes(c: _Checker, sc: dict, raw_sc: Any) -> list[int]:
         return []
     scheme = sc.get("scheme")
     given = raw_sc.get("sizes") if isinstance(raw_sc, dict) else None
+    extra = raw_sc.get("extra") if isinstance(raw_sc, dict) else None
     if scheme == "explicit":
         if given is None:
             c.error(("size_classes", "scheme"), "size_classes: scheme explicit needs `sizes`")
             return []
+        if extra is not None:
+            c.error(("size_classes", "extra"), "size_classes.extra: only used with scheme "
+                    "geometric (list every size in `sizes`)")
         sizes = _explicit_sizes(c, given)
     else:
         if given is not None:
@@ -363,6 +367,14 @@ def _class_sizes(c: _Checker, sc: dict, raw_sc: Any) -> list[int]:
                     f"of the quantum {q}")
             return []
         sizes = geometric_sizes(q, lo, lin, steps, small_max)
+        if extra is not None:
+            added = _explicit_sizes(c, extra, "extra")
+            for i, n in enumerate(added):
+                if n % q or n > small_max:
+                    c.error(("size_classes", "extra", i), f"size_classes.extra: {n} must be a "
+                            f"multiple of the quantum {q} and at most small_max ({small_max})")
+                    return []
+            sizes = sorted(set(sizes) | set(added))
     if not sizes:
         return []
     for i, s in enumerate(sizes):
@@ -383,26 +395,26 @@ def _class_sizes(c: _Checker, sc: dict, raw_sc: Any) -> list[int]:
     return sizes
 
 
-def _explicit_sizes(c: _Checker, given: Any) -> list[int]:
-    kp = ("size_classes", "sizes")
+def _explicit_sizes(c: _Checker, given: Any, key: str = "sizes") -> list[int]:
+    kp = ("size_classes", key)
     if not isinstance(given, list) or not given:
-        c.error(kp, "size_classes.sizes: expected a non-empty list")
+        c.error(kp, f"size_classes.{key}: expected a non-empty list")
         return []
     out: list[int] = []
     for i, item in enumerate(given):
         if isinstance(item, dict):
             if set(item) != {"from", "to", "step"}:
-                c.error(kp + (i,), "size_classes.sizes: a run is {from: A, to: B, step: S}")
+                c.error(kp + (i,), f"size_classes.{key}: a run is {{from: A, to: B, step: S}}")
                 return []
             a, b, s = (parse_size(item[k]) for k in ("from", "to", "step"))
             if None in (a, b, s) or s <= 0 or a > b or (b - a) // s > 4096:
-                c.error(kp + (i,), f"size_classes.sizes: bad run {item!r}")
+                c.error(kp + (i,), f"size_classes.{key}: bad run {item!r}")
                 return []
             out.extend(range(a, b + 1, s))
         else:
             n = parse_size(item)
             if n is None or n <= 0:
-                c.error(kp + (i,), f"size_classes.sizes: expected a size, got {item!r}")
+                c.error(kp + (i,), f"size_classes.{key}: expected a size, got {item!r}")
                 return []
             out.append(n)
     return out

@@ -49,6 +49,17 @@ def test_classes_prints_the_table():
     assert rows[0].split()[:2] == ["0", "16"] and rows[-1].split()[1] == str(m.small_max)
 
 
+def test_a_reader_that_leaves_early_is_no_error():
+    """`hzgen classes SPEC | head -1` whose reader is gone before hzgen writes: the closed pipe
+    ends hzgen quietly with status 0 (it printed `hzgen: [Errno 32] Broken pipe`, exit 1)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    p = subprocess.Popen([sys.executable, "-m", "hzgen.cli", "classes", "specs/default.yaml"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO)
+    p.stdout.close()          # before the interpreter has even started: every write fails
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 0 and err == "", err
+
+
 def test_validate_ok():
     r = hzgen("validate", *[str(p.relative_to(REPO)) for p in sorted((REPO / "specs").glob("*.yaml"))])
     assert r.returncode == 0 and r.stdout.count(": ok") == len(list((REPO / "specs").glob("*.yaml")))

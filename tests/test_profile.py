@@ -115,6 +115,8 @@ def test_preload_builds_tuned_spec_that_runs(profiled, program):
     assert m.name == "w_tuned"
     assert m.remote == base.remote                   # no remote frees: strategy kept anyway
     assert yaml.safe_load(text)["extends"] == str((REPO / "specs" / "default.yaml").resolve())
+    # over a geometric base only what was added is written (48 is one of its classes already)
+    assert yaml.safe_load(text)["size_classes"] == {"extra": [704]}
 
     env = dict(os.environ, LD_PRELOAD=str(lib))
     run = subprocess.run([str(program), "5000"], capture_output=True, text=True, env=env,
@@ -122,6 +124,18 @@ def test_preload_builds_tuned_spec_that_runs(profiled, program):
     plain = subprocess.run([str(program), "5000"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert run.stdout == plain.stdout and run.stdout.startswith("ok ")
+
+
+def test_preload_over_an_explicit_base_writes_the_whole_list(profiled, tmp_path):
+    d, _ = profiled
+    base_path = REPO / "specs" / "hz3-like.yaml"
+    r = hz("preload", "--profile", str(d / "w.yaml"), "--base", str(base_path),
+           "-o", str(tmp_path / "h.yaml"), "--root", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    sc = yaml.safe_load((tmp_path / "h.yaml").read_text())["size_classes"]
+    base = load_model(base_path)
+    assert sc["scheme"] == "explicit" and sc["small_max"] == base.small_max
+    assert set(c.size for c in base.classes) | {704} <= set(sc["sizes"])
 
 
 def test_profile_exit_status_passes_through(tmp_path):

@@ -105,6 +105,20 @@ def test_explicit_sizes_must_increase_and_end_at_small_max(tmp_path):
     assert any("must equal small_max" in p for p in errors_of(write(tmp_path, bad)))
 
 
+def test_extra_sizes_join_the_geometric_table(tmp_path):
+    spec = GOOD.replace("scheme: geometric, small_max: 32KiB",
+                        "scheme: geometric, small_max: 32KiB, extra: [1040, {from: 2064, to: 2080, step: 16}]")
+    sizes = load_spec(write(tmp_path, spec)).data["size_classes"]["sizes"]
+    assert sizes == sorted(set(geometric_sizes(16, 16, 256, 4, 32768)) | {1040, 2064, 2080})
+    for extra, words in (("[1000]", "multiple of the quantum"), ("[65536]", "at most small_max"),
+                         ("[]", "expected a non-empty list"), ("[x]", "expected a size")):
+        bad = GOOD.replace("small_max: 32KiB", f"small_max: 32KiB, extra: {extra}")
+        assert any(words in p and "size_classes.extra" in p for p in errors_of(write(tmp_path, bad))), extra
+    bad = GOOD.replace("scheme: geometric, small_max: 32KiB",
+                       "scheme: explicit, small_max: 32KiB, sizes: [16, 32768], extra: [64]")
+    assert any("only used with scheme geometric" in p for p in errors_of(write(tmp_path, bad)))
+
+
 def test_extends_deep_merges_and_later_wins(tmp_path):
     write(tmp_path, GOOD + "superslab: {segment: 8MiB, slab: 32KiB}\n", "base.yaml")
     child = write(tmp_path, "name: child\nextends: base.yaml\nsuperslab: {slab: 128KiB}\n")
