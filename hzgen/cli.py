@@ -6,6 +6,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import select
 import sys
 
 import jinja2
@@ -92,6 +93,16 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stdout_gone() -> bool:
+    """Is stdout a pipe nobody reads any more? (poll reports an error on it)"""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
@@ -104,8 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     except BuildError as e:
         _err(f"hzgen: {e}")
         return 1
-    except BrokenPipeError:   # `hzgen ... | head`: the reader left; say nothing (before OSError)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no error at exit flush
+    except BrokenPipeError:   # (before OSError) `hzgen ... | head`: the reader left
+        if not _stdout_gone():
+            return 1          # it was stderr: nothing can be said, but it is no success
+        try:                  # no second error when the interpreter flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
         return 0
     except (OSError, jinja2.TemplateError) as e:    # a broken install or an unwritable root
         _err(f"hzgen: {e}")

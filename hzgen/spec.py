@@ -354,11 +354,12 @@ def _class_sizes(c: _Checker, sc: dict, raw_sc: Any) -> list[int]:
             return []
         if extra is not None:
             c.error(("size_classes", "extra"), "size_classes.extra: only used with scheme "
-                    "geometric (list every size in `sizes`)")
-        sizes = _explicit_sizes(c, given)
+                    "geometric (list every size in `sizes`; `extra: null` if a base sets it)")
+        sizes = [n for n, _ in _explicit_sizes(c, given)]
     else:
         if given is not None:
-            c.error(("size_classes", "sizes"), "size_classes.sizes: only used with scheme explicit")
+            c.error(("size_classes", "sizes"), "size_classes.sizes: only used with scheme explicit "
+                    "(`sizes: null` if a base sets it)")
         lo, lin, steps = sc.get("min"), sc.get("linear_until"), sc.get("steps_per_doubling")
         if not (lo and lin and steps):
             return []
@@ -369,12 +370,14 @@ def _class_sizes(c: _Checker, sc: dict, raw_sc: Any) -> list[int]:
         sizes = geometric_sizes(q, lo, lin, steps, small_max)
         if extra is not None:
             added = _explicit_sizes(c, extra, "extra")
-            for i, n in enumerate(added):
+            for n, i in added:
                 if n % q or n > small_max:
                     c.error(("size_classes", "extra", i), f"size_classes.extra: {n} must be a "
                             f"multiple of the quantum {q} and at most small_max ({small_max})")
                     return []
-            sizes = sorted(set(sizes) | set(added))
+            # kept normalized (what the steps do not give, sorted), so equal tables digest alike
+            sc["extra"] = sorted({n for n, _ in added} - set(sizes)) or None
+            sizes = sorted(set(sizes) | {n for n, _ in added})
     if not sizes:
         return []
     for i, s in enumerate(sizes):
@@ -395,28 +398,31 @@ def _class_sizes(c: _Checker, sc: dict, raw_sc: Any) -> list[int]:
     return sizes
 
 
-def _explicit_sizes(c: _Checker, given: Any, key: str = "sizes") -> list[int]:
+def _explicit_sizes(c: _Checker, given: Any, key: str = "sizes") -> list[tuple[int, int]]:
+    """The sizes of a `sizes`/`extra` list, each with the index of the item (a size or a run)
+    it came from, for error positions."""
     kp = ("size_classes", key)
     if not isinstance(given, list) or not given:
         c.error(kp, f"size_classes.{key}: expected a non-empty list")
         return []
-    out: list[int] = []
+    out: list[tuple[int, int]] = []
     for i, item in enumerate(given):
         if isinstance(item, dict):
             if set(item) != {"from", "to", "step"}:
                 c.error(kp + (i,), f"size_classes.{key}: a run is {{from: A, to: B, step: S}}")
                 return []
             a, b, s = (parse_size(item[k]) for k in ("from", "to", "step"))
-            if None in (a, b, s) or s <= 0 or a > b or (b - a) // s > 4096:
-                c.error(kp + (i,), f"size_classes.{key}: bad run {item!r}")
+            if None in (a, b, s) or a <= 0 or s <= 0 or a > b or (b - a) // s > 4096:
+                c.error(kp + (i,), f"size_classes.{key}: bad run {item!r} (sizes from 1 up, "
+                        "step at least 1)")
                 return []
-            out.extend(range(a, b + 1, s))
+            out.extend((n, i) for n in range(a, b + 1, s))
         else:
             n = parse_size(item)
             if n is None or n <= 0:
                 c.error(kp + (i,), f"size_classes.{key}: expected a size, got {item!r}")
                 return []
-            out.append(n)
+            out.append((n, i))
     return out
 
 

@@ -60,6 +60,17 @@ def test_a_reader_that_leaves_early_is_no_error():
     assert p.wait(timeout=60) == 0 and err == "", err
 
 
+def test_a_broken_stderr_is_no_success(tmp_path):
+    """Only a closed stdout is a quiet exit: when stderr's reader left, build fails (1)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    p = subprocess.Popen([sys.executable, "-m", "hzgen.cli", "build", "specs/default.yaml",
+                          "--root", str(tmp_path)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env, cwd=REPO)
+    p.stderr.close()
+    p.stdout.read()
+    assert p.wait(timeout=300) == 1
+
+
 def test_validate_ok():
     r = hzgen("validate", *[str(p.relative_to(REPO)) for p in sorted((REPO / "specs").glob("*.yaml"))])
     assert r.returncode == 0 and r.stdout.count(": ok") == len(list((REPO / "specs").glob("*.yaml")))

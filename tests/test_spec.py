@@ -117,6 +117,21 @@ def test_extra_sizes_join_the_geometric_table(tmp_path):
     bad = GOOD.replace("scheme: geometric, small_max: 32KiB",
                        "scheme: explicit, small_max: 32KiB, sizes: [16, 32768], extra: [64]")
     assert any("only used with scheme geometric" in p for p in errors_of(write(tmp_path, bad)))
+    for run in ("{from: -32, to: 0, step: 16}", "{from: 0, to: 64, step: 16}"):   # sizes from 1 up
+        bad = GOOD.replace("small_max: 32KiB", f"small_max: 32KiB, extra: [{run}]")
+        assert any("bad run" in p for p in errors_of(write(tmp_path, bad))), run
+    # an error names the item it came from, not the position after runs were expanded
+    bad = GOOD.replace("small_max: 32KiB", "small_max: 32KiB, extra: [{from: 1024, to: 1056, "
+                       "step: 16}, 1000, 4096]")
+    hit = next(p for p in errors_of(write(tmp_path, bad)) if "1000 must be" in p)
+    line = bad.splitlines()[1]
+    assert hit.split(": ")[0].endswith(f":2:{line.index('1000,') + 1}"), hit
+    # the same table digests alike however it is written
+    written = ("[1040]", "[1040, 1040, 256]", "[{from: 1040, to: 1040, step: 16}]")
+    digests = {load_spec(write(tmp_path, GOOD.replace("small_max: 32KiB",
+                                                      f"small_max: 32KiB, extra: {e}"))).digest()
+               for e in written}
+    assert len(digests) == 1, digests
 
 
 def test_extends_deep_merges_and_later_wins(tmp_path):
