@@ -81,13 +81,15 @@ def hot_sizes(classes: list[dict]) -> list[tuple[int, int]]:
 def tuned_sizes(base_sizes: list[int], hot: list[tuple[int, int]], quantum: int,
                 small_max: int) -> tuple[list[int], list[int], list[int]]:
     """(sizes, added, skipped): the base sizes plus the hot sizes that are new, fit
-    (quantum multiple, <= small_max) and stay within MAX_CLASSES, most allocated first."""
+    (quantum multiple, from the base's smallest class, where its first tier range starts, to
+    small_max) and stay within MAX_CLASSES, most allocated first."""
     have = set(base_sizes)
+    smallest = min(base_sizes)
     added, skipped = [], []
     for size, _ in hot:
         if size in have:
             continue
-        if size % quantum or size > small_max or len(have) >= MAX_CLASSES:
+        if size % quantum or not smallest < size <= small_max or len(have) >= MAX_CLASSES:
             skipped.append(size)
             continue
         have.add(size)
@@ -170,8 +172,8 @@ def run(args) -> int:
         f"#   hot sizes: {' '.join(str(s) for s, _ in sorted(hot)) or 'none'}",
         f"# size classes: the {len(base_sizes)} classes of the base + {len(added)} exact hot "
         f"size(s) ({' '.join(map(str, added)) or 'none'}) = {len(sizes)} classes"
-        + (f"; skipped {' '.join(map(str, skipped))} (quantum, small_max or the "
-           f"{MAX_CLASSES}-class cap)" if skipped else ""),
+        + (f"; skipped {' '.join(map(str, skipped))} (quantum, below the smallest class, "
+           f"small_max or the {MAX_CLASSES}-class cap)" if skipped else ""),
         f"# remote frees in the profile: {remote}; remote_free inherited from the base "
         "(kept even when 0: the program may still be threaded)",
         f"# everything else: inherited from {base}",

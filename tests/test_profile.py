@@ -188,5 +188,8 @@ def test_tuning_rules():
     assert hot_sizes(classes) == [(48, 990)]       # 5/1000 is below 1%
     sizes, added, skipped = tuned_sizes([16, 32, 64, 256], [(48, 9), (32, 5), (1000, 1)], 16, 256)
     assert sizes == [16, 32, 48, 64, 256] and added == [48] and skipped == [1000]
+    # below the base's smallest class (its first tier range starts there): skipped, not added
+    sizes, added, skipped = tuned_sizes([32, 64, 256], [(16, 9), (48, 5)], 16, 256)
+    assert sizes == [32, 48, 64, 256] and added == [48] and skipped == [16]
     assert ident_from("hzgen-profile-tuned") == "hzgen_profile_tuned"
     assert ident_from("9-Lives!") == "lives" and ident_from("---") == "tuned"
