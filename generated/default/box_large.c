@@ -81,8 +81,8 @@ static void hz_large_cache_put(char *map, size_t len, size_t touched)
   hz_large_entry evict[HZ_LARGE_CACHE_ENTRIES + 1];
   unsigned n_evict = 0;
   if (touched > HZ_LARGE_CACHE_BYTES) { hz_large_unmap(map, len, touched); return; }
-  const uint64_t now = hz_now_ms();   /* read unlocked: entries a few us out of order are fine */
   hz_lock_acquire(&hz_large_lock);
+  const uint64_t now = hz_now_ms();   /* under the lock: the entries stay oldest first */
   const int was_empty = !hz_large_cached;
   while (hz_large_cached && (hz_large_cached >= HZ_LARGE_CACHE_ENTRIES ||
                              hz_large_cached_bytes + touched > HZ_LARGE_CACHE_BYTES)) {

@@ -250,17 +250,18 @@ static void *hz_purger_main(void *arg)
 {
   (void)arg;
   for (;;) {
-    uint64_t now = hz_now_ms();
-    uint64_t next_large = hz_large_cache_decay(now);   /* due large mappings join the stack */
     hz_unmap_doomed();
-    uint64_t next = hz_purger_pass(now = hz_now_ms());   /* the unmaps took time */
+    uint64_t next = hz_purger_pass(hz_now_ms());
+    /* last, so its due time is the freshest; the mappings it hands over keep us awake for
+     * the next round, which unmaps them */
+    uint64_t next_large = hz_large_cache_decay(hz_now_ms());
     if (next_large < next) next = next_large;
     /* sleep until the next runs are due (forever if nothing is dirty or cached); a release
      * that makes something dirty, caches or hands over a mapping wakes us early */
     const int idle = next == UINT64_MAX ? HZ_PURGER_SLEEPING : HZ_PURGER_NAPPING;
     atomic_store(&hz_purger_idle, idle);
     if (!atomic_load(&hz_doomed_maps) && (next != UINT64_MAX || (!atomic_load(&hz_dirty_total) && hz_large_cache_empty()))) {
-      uint64_t ms = next > now ? next - now : 1;
+      uint64_t now = hz_now_ms(), ms = next > now ? next - now : 1;   /* the nap counts from here */
       struct timespec nap = {(time_t)(ms / 1000u), (long)(ms % 1000u) * 1000000L};
       hz_futex(&hz_purger_idle, FUTEX_WAIT_PRIVATE, idle, next == UINT64_MAX ? NULL : &nap);
     }
