@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import os
 import select
 import sys
 
@@ -14,6 +13,7 @@ import jinja2
 from . import __version__
 from .build import BuildError
 from .spec import SpecError
+from .tool import silence_stdout
 
 
 def _err(msg: str) -> None:
@@ -118,10 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:   # (before OSError) `hzgen ... | head`: the reader left
         if not _stdout_gone():
             return 1          # it was stderr: nothing can be said, but it is no success
-        try:                  # no second error when the interpreter flushes stdout at exit
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
+        silence_stdout()
         return 0
     except (OSError, jinja2.TemplateError) as e:    # a broken install or an unwritable root
         _err(f"hzgen: {e}")

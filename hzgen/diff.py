@@ -45,7 +45,7 @@ import yaml
 from .explain import class_signature, facts, range_chain
 from .model import Model
 from .spec import SpecError
-from .tool import ToolError, guarded, runs
+from .tool import ToolError, guarded, runs, silence_stdout
 
 STAMP_LINES = 2
 
@@ -328,7 +328,11 @@ def run(args) -> int:
             for name, dl in diffs:
                 out.append(f"diff --hzgen a/{a.model.name}/{name} b/{b.model.name}/{name}\n")
                 out += dl
-    sys.stdout.write("".join([paint(x, color, summary=True) for x in head]
-                             + [paint(x, color) for x in out]))
     model_differs = any(not x.startswith("  spec digest:") for x in lines)
+    try:   # the status says whether the specs differ, even to `hzgen diff A B | head`
+        sys.stdout.write("".join([paint(x, color, summary=True) for x in head]
+                                 + [paint(x, color) for x in out]))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
     return 1 if (model_differs or diffs) else 0

@@ -3,6 +3,7 @@ the wrapper that turns it into a message and exit 2, and plain-text tables."""
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 
@@ -24,6 +25,15 @@ def guarded(command: str):
                 return 2
         return inner
     return wrap
+
+
+def silence_stdout() -> None:
+    """stdout's reader left (`| head`): later writes, and the interpreter's flush at exit,
+    go to /dev/null instead of raising again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def table(header: list[str], rows: list[list], right: set | None = None, indent: str = "") -> list[str]:

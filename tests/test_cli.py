@@ -60,6 +60,17 @@ def test_a_reader_that_leaves_early_is_no_error():
     assert p.wait(timeout=60) == 0 and err == "", err
 
 
+def test_diff_status_survives_a_reader_that_left():
+    """`hzgen diff A B | head`: the status still says the specs differ (1)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    p = subprocess.Popen([sys.executable, "-m", "hzgen.cli", "diff", "specs/default.yaml",
+                          "specs/sll-only.yaml"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env, cwd=REPO)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 1 and err == "", err
+
+
 def test_a_broken_stderr_is_no_success(tmp_path):
     """Only a closed stdout is a quiet exit: when stderr's reader left, build fails (1)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
