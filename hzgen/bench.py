@@ -904,7 +904,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              + ", ".join(v.name for v in SUITE))
     parser.add_argument("--pairs", type=int, default=5, metavar="N",
                         help="runs per allocator and workload, alternating allocators "
-                             "(default: 5; prodcons runs 2N)")
+                             "(default: 5; " + ", ".join(v.name for v in VARIANTS if v.pair_factor > 1)
+                             + " run 2N)")
     parser.add_argument("--json", default=None, metavar="FILE",
                         help="write raw samples and medians as JSON")
     parser.add_argument("--plot", default=None, metavar="FILE",

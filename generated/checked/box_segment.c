@@ -127,6 +127,24 @@ static void hz_segment_retire(hz_segment *seg)
   hz_segment_purge(seg);
 }
 
+/* when the dirty units of seg are due to go back (lock held) */
+HZ_INLINE uint64_t hz_segment_due(const hz_segment *seg)
+{
+  return seg->dirty_since_ms + HZ_PURGE_DELAY_MS;
+}
+
+/* units [at, at + n) of seg are free and still resident: they wait delay_ms for the purge
+ * (lock held); returns how many units of all segments were dirty before */
+static unsigned hz_units_dirty(hz_segment *seg, uint32_t at, uint32_t n)
+{
+  for (uint32_t u = at; u < at + n; u++) seg->unit_state[u] = HZ_UNIT_DIRTY;
+  if (!seg->dirty_units) seg->dirty_since_ms = hz_now_ms();
+  seg->dirty_units += n;
+  unsigned before = atomic_fetch_add_explicit(&hz_dirty_total, n, memory_order_relaxed);
+  if (!before) atomic_store_explicit(&hz_next_purge_ms, hz_segment_due(seg), memory_order_relaxed);
+  return before;
+}
+
 /* purge everything now (malloc_trim); returns 1 if memory went back */
 static int hz_purge_all(void)
 {
@@ -149,8 +167,8 @@ static uint64_t hz_purge_due(uint64_t now)
   for (hz_segment *seg = hz_segments, *after; seg; seg = after) {
     after = seg->next;
     if (!seg->dirty_units) continue;
-    if (now >= seg->dirty_since_ms + HZ_PURGE_DELAY_MS) hz_segment_retire(seg);
-    else if (seg->dirty_since_ms + HZ_PURGE_DELAY_MS < next) next = seg->dirty_since_ms + HZ_PURGE_DELAY_MS;
+    if (now >= hz_segment_due(seg)) hz_segment_retire(seg);
+    else if (hz_segment_due(seg) < next) next = hz_segment_due(seg);
   }
   atomic_store_explicit(&hz_next_purge_ms, next, memory_order_relaxed);
   hz_lock_release(&hz_seg_lock);
@@ -185,7 +203,7 @@ static uint64_t hz_purger_pass(uint64_t now)
     for (hz_segment *seg = hz_segments, *after; seg; seg = after) {
       after = seg->next;
       if (!seg->dirty_units) continue;
-      uint64_t due = seg->dirty_since_ms + HZ_PURGE_DELAY_MS;
+      uint64_t due = hz_segment_due(seg);
       if (now < due || taken == 64u) {       /* not yet, or for the next round */
         if (due < next) next = now < due ? due : now;
         continue;
@@ -224,26 +242,19 @@ static uint64_t hz_purger_pass(uint64_t now)
   return next;
 }
 
-/* fork child: no purger finishes the round it had taken: its runs are dirty again, and the
- * segments it had unlinked (still mapped: the purger unmaps under the lock fork holds) are
- * unmapped here */
+/* fork child: no purger finishes the round it had taken (fork holds the lock, so the pending
+ * runs are exactly the PURGING units): its runs are dirty again, and the segments it had
+ * unlinked (still mapped: the purger unmaps under the lock fork holds) are unmapped here */
 static void hz_purger_fork_child(void)
 {
   hz_unmap_doomed();   /* still mapped: the purger had not taken them */
-  for (uint32_t i = 0; i < hz_purge_pending; i++)
-    if (!hz_purge_runs[i].n) hz_os_unmap(hz_purge_runs[i].seg, HZ_SEGMENT_SIZE);
-  hz_purge_pending = 0;
-  for (hz_segment *seg = hz_segments; seg; seg = seg->next) {
-    if (!seg->purging) continue;
-    for (uint32_t u = HZ_HEADER_UNITS; u < HZ_UNITS; u++) {
-      if (seg->unit_state[u] != HZ_UNIT_PURGING) continue;
-      if (!seg->dirty_units) seg->dirty_since_ms = hz_now_ms();
-      seg->unit_state[u] = HZ_UNIT_DIRTY;
-      seg->dirty_units++;
-      atomic_fetch_add_explicit(&hz_dirty_total, 1, memory_order_relaxed);
-    }
-    seg->purging = 0;
+  for (uint32_t i = 0; i < hz_purge_pending; i++) {
+    hz_purge_run *r = &hz_purge_runs[i];
+    if (!r->n) { hz_os_unmap(r->seg, HZ_SEGMENT_SIZE); continue; }
+    hz_units_dirty(r->seg, r->at, r->n);
+    r->seg->purging = 0;
   }
+  hz_purge_pending = 0;
 }
 
 static void *hz_purger_main(void *arg)
@@ -463,12 +474,7 @@ static void hz_slab_release(hz_slab *s)
   uint32_t at = s->head, n = s->units;
   for (uint32_t u = at; u < at + n; u++) __atomic_store_n(&seg->slab[u].owner, NULL, __ATOMIC_RELEASE);
   hz_lock_acquire(&hz_seg_lock);
-  for (uint32_t u = at; u < at + n; u++) seg->unit_state[u] = HZ_UNIT_DIRTY;
-  if (!seg->dirty_units) seg->dirty_since_ms = hz_now_ms();
-  seg->dirty_units += n;
-  unsigned before = atomic_fetch_add_explicit(&hz_dirty_total, n, memory_order_relaxed);
-  if (!before)
-    atomic_store_explicit(&hz_next_purge_ms, seg->dirty_since_ms + HZ_PURGE_DELAY_MS, memory_order_relaxed);
+  unsigned before = hz_units_dirty(seg, at, n);
   seg->free_units += n;
   int extra_empty = hz_segment_is_empty(seg) && ++hz_segments_empty > HZ_SEGMENT_CACHE;
   hz_units_in_use -= n;

@@ -36,6 +36,14 @@ static hz_large_entry hz_large_cache[HZ_LARGE_CACHE_ENTRIES];   /* oldest first 
 static unsigned hz_large_cached;
 static size_t hz_large_cached_bytes;     /* touched bytes: what the cache may keep resident */
 
+/* entries [at, at + n) leave the cache (lock held; the caller has copied what it needs) */
+static void hz_large_cache_drop(unsigned at, unsigned n)
+{
+  for (unsigned i = at; i < at + n; i++) hz_large_cached_bytes -= hz_large_cache[i].touched;
+  hz_large_cached -= n;
+  memmove(&hz_large_cache[at], &hz_large_cache[at + n], (hz_large_cached - at) * sizeof hz_large_cache[0]);
+}
+
 /* a freed reservation (touched: its resident bytes) leaves: unmapped by the purger when it runs
  * (off the free path) */
 static void hz_large_unmap(char *map, size_t len, size_t touched)
@@ -68,8 +76,7 @@ static char *hz_large_cache_take(size_t len, hz_large_entry *got)
   if (best < HZ_LARGE_CACHE_ENTRIES) {
     *got = hz_large_cache[best];
     map = got->map;
-    hz_large_cached_bytes -= got->touched;
-    memmove(&hz_large_cache[best], &hz_large_cache[best + 1], (--hz_large_cached - best) * sizeof hz_large_cache[0]);
+    hz_large_cache_drop(best, 1);
   }
   hz_lock_release(&hz_large_lock);
   return map;
@@ -84,12 +91,14 @@ static void hz_large_cache_put(char *map, size_t len, size_t touched)
   hz_lock_acquire(&hz_large_lock);
   const uint64_t now = hz_now_ms();   /* under the lock: the entries stay oldest first */
   const int was_empty = !hz_large_cached;
-  while (hz_large_cached && (hz_large_cached >= HZ_LARGE_CACHE_ENTRIES ||
-                             hz_large_cached_bytes + touched > HZ_LARGE_CACHE_BYTES)) {
-    evict[n_evict++] = hz_large_cache[0];
-    hz_large_cached_bytes -= hz_large_cache[0].touched;
-    memmove(&hz_large_cache[0], &hz_large_cache[1], --hz_large_cached * sizeof hz_large_cache[0]);
+  /* the oldest go until the new one fits */
+  for (size_t kept = hz_large_cached_bytes;
+       n_evict < hz_large_cached && (hz_large_cached - n_evict >= HZ_LARGE_CACHE_ENTRIES ||
+                                     kept + touched > HZ_LARGE_CACHE_BYTES); n_evict++) {
+    kept -= hz_large_cache[n_evict].touched;
+    evict[n_evict] = hz_large_cache[n_evict];
   }
+  hz_large_cache_drop(0, n_evict);
   hz_large_cache[hz_large_cached] = (hz_large_entry){
     .map = map, .len = len, .touched = touched,
     .freed_ms = now,
@@ -112,14 +121,12 @@ static uint64_t hz_large_cache_decay(uint64_t now)
 {
   hz_lock_acquire(&hz_large_lock);
   unsigned due = 0;
-  while (due < hz_large_cached && hz_large_cache[due].freed_ms + HZ_PURGE_DELAY_MS <= now) {
-    const hz_large_entry *e = &hz_large_cache[due++];
-    hz_large_cached_bytes -= e->touched;
+  for (; due < hz_large_cached && hz_large_cache[due].freed_ms + HZ_PURGE_DELAY_MS <= now; due++) {
+    const hz_large_entry *e = &hz_large_cache[due];
     atomic_fetch_add_explicit(&hz_doomed_bytes, e->touched, memory_order_relaxed);
     hz_doomed_push(e->map, e->len, e->touched);
   }
-  hz_large_cached -= due;
-  memmove(&hz_large_cache[0], &hz_large_cache[due], hz_large_cached * sizeof hz_large_cache[0]);
+  hz_large_cache_drop(0, due);
   uint64_t next = hz_large_cached ? hz_large_cache[0].freed_ms + HZ_PURGE_DELAY_MS : UINT64_MAX;
   hz_lock_release(&hz_large_lock);
   return next;

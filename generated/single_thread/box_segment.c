@@ -95,6 +95,16 @@ static void hz_segment_retire(hz_segment *seg)
   hz_segment_purge(seg);
 }
 
+/* units [at, at + n) of seg are free and still resident: they wait delay_ms for the purge
+ * (lock held); returns how many units of all segments were dirty before */
+static unsigned hz_units_dirty(hz_segment *seg, uint32_t at, uint32_t n)
+{
+  for (uint32_t u = at; u < at + n; u++) seg->unit_state[u] = HZ_UNIT_DIRTY;
+  if (!seg->dirty_units) seg->dirty_since_ms = hz_now_ms();
+  seg->dirty_units += n;
+  return 0;
+}
+
 /* purge everything now (malloc_trim); returns 1 if memory went back */
 static int hz_purge_all(void)
 {
@@ -181,9 +191,7 @@ static void hz_slab_release(hz_slab *s)
   uint32_t at = s->head, n = s->units;
   for (uint32_t u = at; u < at + n; u++) __atomic_store_n(&seg->slab[u].owner, NULL, __ATOMIC_RELEASE);
   hz_lock_acquire(&hz_seg_lock);
-  for (uint32_t u = at; u < at + n; u++) seg->unit_state[u] = HZ_UNIT_DIRTY;
-  if (!seg->dirty_units) seg->dirty_since_ms = hz_now_ms();
-  seg->dirty_units += n;
+  hz_units_dirty(seg, at, n);
   seg->free_units += n;
   if (hz_segment_is_empty(seg)) hz_segments_empty++;
   hz_lock_release(&hz_seg_lock);
