@@ -8,6 +8,18 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup run test bench generated clean
 
+# Debian packages the tests run (redis: a real program under the allocator) and the benchmarks
+# compare against; installed when missing and apt-get can (root), else the tests that need them
+# skip and say so
+TEST_PKGS  := redis-server redis-tools
+BENCH_PKGS := $(TEST_PKGS) libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 time linux-perf valgrind
+APT_GET    := DEBIAN_FRONTEND=noninteractive apt-get
+define apt_install
+	@dpkg -s $(1) >/dev/null 2>&1 || { command -v apt-get >/dev/null && \
+	  $(APT_GET) update -qq && $(APT_GET) install -y -qq $(1) >/dev/null; } || \
+	  echo "make: could not install $(1) (needs root and apt-get); continuing without"
+endef
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -27,11 +39,11 @@ run: setup
 	    print('python on hzgen default: ok', len(d), c.execute('select sum(x) from t').fetchone()[0])"
 
 test: setup
+	$(call apt_install,$(TEST_PKGS))
 	$(BIN)/python -m pytest -q -n 2 tests
 
 bench: setup
-	@command -v apt-get >/dev/null && { dpkg -s libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 time valgrind >/dev/null 2>&1 || \
-	  { apt-get update -qq && apt-get install -y -qq libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 time linux-perf valgrind; }; } || true
+	$(call apt_install,$(BENCH_PKGS))
 	mkdir -p bench/results
 	$(BIN)/hzgen bench --pairs 9 --json bench/results/latest.json --plot bench/results/latest.png
 	$(BIN)/hzgen bench --workloads real --pairs 9 --json bench/results/real.json --plot bench/results/real.png

@@ -10,11 +10,20 @@
  *                       grouped, updated, deleted
  *   realprog -p cc      cc -O2 -c of a generated C file of N = 300 functions (cc1 and as
  *                       run on the allocator too)
+ *   realprog -p redis   redis-server on the allocator, loaded by redis-benchmark (not on it)
+ *                       over a unix socket: N = 100000 requests of each of SET, GET, INCR,
+ *                       LPUSH, RPUSH, LPOP, RPOP, SADD, HSET, SPOP, ZADD, ZPOPMIN on 100000
+ *                       random keys, 256 B values, 16 requests pipelined, 50 connections;
+ *                       one op = one request, timed from the first request to the last reply
+ *                       (the server's start is not)
  *   realprog ... [-s SCALE]   N scaled
  */
 #include "bench.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 static const char PY[] =
@@ -59,19 +68,73 @@ static void write_c_source(FILE *f, long n) {
     }
 }
 
-static int run(char *const argv[]) {
+/* start argv[0] with its stdout on /dev/null (the program's output is not ours); with
+ * off_allocator, without LD_PRELOAD (a load generator that is not under test) */
+static pid_t start(char *const argv[], int off_allocator) {
     pid_t pid = fork();
     if (pid < 0) bench_die("realprog: fork: %s", strerror(errno));
     if (pid == 0) {
         int devnull = open("/dev/null", O_WRONLY);
-        if (devnull >= 0) dup2(devnull, 1);     /* the program's output is not ours */
+        if (devnull >= 0) dup2(devnull, 1);
+        if (off_allocator) unsetenv("LD_PRELOAD");
         execvp(argv[0], argv);
         fprintf(stderr, "realprog: cannot run %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
+    return pid;
+}
+
+static int wait_status(pid_t pid) {
     int st;
     if (waitpid(pid, &st, 0) != pid) bench_die("realprog: waitpid: %s", strerror(errno));
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static int run(char *const argv[]) { return wait_status(start(argv, 0)); }
+
+#define REDIS_TESTS 12 /* the -t list below */
+
+/* redis-server on a unix socket in a private directory, loaded by redis-benchmark; returns
+ * the benchmark's status (or the server's, if it failed), the benchmark's time in *secs */
+static int run_redis(long n, double *secs) {
+    char dir[] = "/tmp/hzgen-realprog-redis-XXXXXX", sock[128], nbuf[32];
+    if (!mkdtemp(dir)) bench_die("realprog: mkdtemp: %s", strerror(errno));
+    snprintf(sock, sizeof sock, "%s/redis.sock", dir);
+    snprintf(nbuf, sizeof nbuf, "%ld", n);
+    char *server[] = {"redis-server", "--port", "0", "--unixsocket", sock, "--dir", dir,
+                      "--save", "", "--appendonly", "no", "--daemonize", "no",
+                      "--loglevel", "warning", NULL};
+    pid_t srv = start(server, 0);
+    /* ready when the socket accepts */
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    snprintf(addr.sun_path, sizeof addr.sun_path, "%s", sock);
+    int ready = 0;
+    for (int i = 0; i < 1000 && !ready; i++) {
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        ready = fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0;
+        if (fd >= 0) close(fd);
+        if (!ready) {
+            int st;
+            if (waitpid(srv, &st, WNOHANG) == srv) bench_die("realprog: redis-server did not start");
+            struct timespec nap = {0, 10000000L};
+            nanosleep(&nap, NULL);
+        }
+    }
+    int rc = 0;
+    if (ready) {
+        char *client[] = {"redis-benchmark", "-s", sock, "-q", "-n", nbuf, "-r", "100000",
+                          "-d", "256", "-P", "16",
+                          "-t", "set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,zpopmin", NULL};
+        double t0 = bench_now();
+        rc = wait_status(start(client, 1));
+        *secs = bench_now() - t0;
+    }
+    kill(srv, SIGTERM);                          /* a clean shutdown exits 0 */
+    int src = wait_status(srv);
+    unlink(sock);
+    rmdir(dir);
+    if (!ready) bench_die("realprog: redis-server did not accept connections on %s", sock);
+    return rc ? rc : src;
 }
 
 int main(int argc, char **argv) {
@@ -82,11 +145,11 @@ int main(int argc, char **argv) {
         if (c == 'p') prog = optarg;
         else if (c == 's') scale = strtod(optarg, NULL);
         else {
-            fprintf(stderr, "usage: %s -p py|sqlite|cc [-s SCALE]\n", argv[0]);
+            fprintf(stderr, "usage: %s -p py|sqlite|cc|redis [-s SCALE]\n", argv[0]);
             return c == 'h' ? 0 : 2;
         }
     }
-    if (!prog || !(scale > 0)) bench_die("realprog: -p py|sqlite|cc and a positive -s are required");
+    if (!prog || !(scale > 0)) bench_die("realprog: -p py|sqlite|cc|redis and a positive -s are required");
     char nbuf[32], path[] = "/tmp/hzgen-realprog-XXXXXX.c";
     long n;
     int rc;
@@ -108,8 +171,15 @@ int main(int argc, char **argv) {
         t0 = bench_now();
         rc = run(cmd);
         unlink(path);
+    } else if (!strcmp(prog, "redis")) {
+        n = (long)bench_scaled(100000, scale, 1000);
+        double secs;
+        rc = run_redis(n, &secs);
+        if (rc) bench_die("realprog: redis exited with status %d", rc);
+        bench_result(prog, n * REDIS_TESTS, secs, "");
+        return 0;
     } else {
-        bench_die("realprog: unknown program '%s' (py, sqlite, cc)", prog);
+        bench_die("realprog: unknown program '%s' (py, sqlite, cc, redis)", prog);
     }
     double secs = bench_now() - t0;
     if (rc) bench_die("realprog: %s exited with status %d", prog, rc);

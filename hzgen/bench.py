@@ -64,6 +64,8 @@ class Variant:
     spread: bool = False  # report min..max of the paired ratio in the table
     instructions: bool = False  # count instructions per malloc+free pair
     real: bool = False  # a real program (bench/realprog.c): only when asked for (`real`)
+    needs: tuple[str, ...] = ()  # programs it runs that may be missing, and
+    package: str = ""  # the Debian packages that provide them
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -84,10 +86,13 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("scratch2", "scratch", ("-t", "2"), pair_factor=2, spread=True),
     Variant("churn", "churn"),
     Variant("footprint", "footprint"),
-    # real programs on the allocator under test: python3, its sqlite3, cc (and its cc1/as)
+    # real programs on the allocator under test: python3, its sqlite3, cc (and its cc1/as),
+    # redis-server (loaded by redis-benchmark, which is not on the allocator)
     Variant("py", "realprog", ("-p", "py"), real=True),
     Variant("sqlite", "realprog", ("-p", "sqlite"), real=True),
     Variant("cc", "realprog", ("-p", "cc"), real=True),
+    Variant("redis", "realprog", ("-p", "redis"), real=True,
+            needs=("redis-server", "redis-benchmark"), package="redis-server redis-tools"),
 )
 VARIANT_BY_NAME = {v.name: v for v in VARIANTS}
 SUITE = tuple(v for v in VARIANTS if not v.real)   # what runs when no workload is named
@@ -192,6 +197,22 @@ def find_peer(name: str) -> Optional[Path]:
             if p.exists():
                 return p.resolve()
     return None
+
+
+def runnable_variants(variants: list[Variant]) -> list[Variant]:
+    """The variants whose programs are installed; the others are skipped with a note
+    saying how to get them (like a missing peer)."""
+    out = []
+    for v in variants:
+        missing = [p for p in v.needs if shutil.which(p) is None]
+        if missing:
+            print(f"hzgen bench: {v.name} needs {', '.join(missing)}, which is not installed; "
+                  f"skipping it (install it with: apt-get install {v.package})", file=sys.stderr)
+        else:
+            out.append(v)
+    if not out:
+        raise BenchError("none of the selected workloads can run here")
+    return out
 
 
 def parse_peer_list(spec: Optional[str]) -> list[str]:
@@ -932,7 +953,7 @@ def run(args: argparse.Namespace, *, build_spec: Optional[Callable[[Any], Any]] 
 
 def _run(args: argparse.Namespace, build_spec: Optional[Callable[[Any], Any]]) -> int:
     # ---- validate input before doing anything expensive
-    variants = select_variants(getattr(args, "workloads", None))
+    variants = runnable_variants(select_variants(getattr(args, "workloads", None)))
     peer_names = parse_peer_list(getattr(args, "peers", None))
     pairs = getattr(args, "pairs", 5)
     if pairs is None or pairs < 1:

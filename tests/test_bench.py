@@ -230,10 +230,12 @@ def test_suite_end_to_end(tmp_path, spec_file, private_build_dir, monkeypatch, c
 @needs_cc
 def test_real_programs_run_on_the_allocator_under_test(tmp_path, spec_file, private_build_dir,
                                                        capsys):
-    """`--workloads real`: python3, sqlite3 and cc run under the spec's library (and glibc's
-    runs under none); the marker records every executable that loaded it."""
+    """`--workloads real`: python3, sqlite3, cc and redis-server run under the spec's library
+    (and glibc's runs under none; redis-benchmark, the load generator, under none either); the
+    marker records every executable that loaded it."""
     if not shutil.which("python3"):
         pytest.skip("python3 is not installed")
+    redis = all(shutil.which(p) for p in ("redis-server", "redis-benchmark"))
     lib, marker = _marker_lib(tmp_path, MARKER_EXE_C)
     out_json = tmp_path / "real.json"
     args = parse([str(spec_file), "--peers", "glibc", "--workloads", "real", "--pairs", "1",
@@ -242,14 +244,31 @@ def test_real_programs_run_on_the_allocator_under_test(tmp_path, spec_file, priv
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     data = json.loads(out_json.read_text())
-    assert list(data["workloads"]) == ["py", "sqlite", "cc"]
+    assert list(data["workloads"]) == ["py", "sqlite", "cc"] + (["redis"] if redis else [])
     for name, w in data["workloads"].items():
         for alloc in ("fakespec", "glibc"):
             assert all(x["ok"] and x["ops"] > 0 for x in w["samples"][alloc]), (name, w)
     loaded = [Path(x).name for x in marker.read_text().splitlines()]
-    assert loaded.count("realprog") == 3, loaded          # the spec's runs only
+    assert loaded.count("realprog") == 3 + redis, loaded  # the spec's runs only
     assert sum(n.startswith("python3") for n in loaded) == 2, loaded
     assert "cc1" in loaded, loaded                         # cc's compiler proper too
+    if redis:
+        server = Path(os.path.realpath(shutil.which("redis-server"))).name  # Debian: a symlink
+        assert loaded.count(server) == 1 and "redis-benchmark" not in loaded, loaded
+    else:
+        assert "redis needs redis-server" in captured.err, captured.err
+
+
+def test_workloads_whose_programs_are_missing_are_skipped_with_a_hint(monkeypatch, capsys):
+    real = bench.select_variants("real")
+    monkeypatch.setattr(bench.shutil, "which",
+                        lambda name: None if name.startswith("redis") else "/usr/bin/" + name)
+    assert [v.name for v in bench.runnable_variants(real)] == ["py", "sqlite", "cc"]
+    err = capsys.readouterr().err
+    assert "redis needs redis-server, redis-benchmark" in err
+    assert "apt-get install redis-server redis-tools" in err
+    with pytest.raises(bench.BenchError, match="none of the selected workloads"):
+        bench.runnable_variants(bench.select_variants("redis"))
 
 
 @needs_cc
@@ -333,7 +352,7 @@ def test_select_variants_by_program_and_name():
     names = [v.name for v in bench.select_variants("larson,tiny16")]
     assert names == ["larson1", "larson2", "larson4", "tiny16"]
     assert [v.name for v in bench.select_variants(None)] == [v.name for v in bench.SUITE]
-    assert [v.name for v in bench.select_variants("real")] == ["py", "sqlite", "cc"]
+    assert [v.name for v in bench.select_variants("real")] == ["py", "sqlite", "cc", "redis"]
     assert [v.name for v in bench.select_variants("all")] == [v.name for v in bench.VARIANTS]
     assert not any(v.real for v in bench.SUITE)
     assert {v.name for v in bench.VARIANTS} >= {

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -181,3 +184,86 @@ def test_allocation_from_an_earlier_constructor(built, model, tmp_path):
         pytest.skip("single-threaded spec: the constructor starts a thread")
     r = subprocess.run(["sort"], input="b\na\n", capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0 and r.stdout == "a\nb\n", r.stderr
+
+
+def redis_commands() -> str:
+    """A deterministic redis-cli script: strings up to a 2 MiB one grown by APPEND, lists,
+    hashes, sets, sorted sets, a Lua table, an in-process RDB save and reload (DEBUG RELOAD)."""
+    lines = ["FLUSHALL", "DEBUG POPULATE 50000 key 100", "DBSIZE",
+             "SETRANGE big 2097151 x", "APPEND big tail", "STRLEN big", "GETRANGE big 2097150 -1"]
+    for c in range(3):
+        lines.append("RPUSH l " + " ".join(f"item{c}-{i}" for i in range(1000)))
+        lines.append("HSET h " + " ".join(f"f{c}-{i} {'v' * (1 + i % 300)}" for i in range(1000)))
+        lines.append("SADD s " + " ".join(f"m{c}-{i}" for i in range(1000)))
+        lines.append("ZADD z " + " ".join(f"{i * 3 + c} z{c}-{i}" for i in range(1000)))
+    lines += ["LLEN l", "LRANGE l 1000 1003", "LTRIM l 0 999", "LLEN l", "SORT l LIMIT 0 3 ALPHA",
+              "HLEN h", "HGET h f2-299", "SCARD s", "SISMEMBER s m1-77", "ZCARD z",
+              "ZRANGE z 100 102 WITHSCORES", "ZRANGEBYSCORE z 10 12",
+              'EVAL "local t = {} for i = 1, 20000 do t[i] = string.rep(\'x\', i % 100) end '
+              'return #t" 0',
+              "DEBUG RELOAD", "DBSIZE", "GET key:123", "STRLEN big", "HGET h f2-299",
+              "ZSCORE z z1-500", "DEL big", "DBSIZE"]
+    return "\n".join(lines) + "\n"
+
+
+def redis_session(tmp, env) -> tuple[bytes, str]:
+    """Start redis-server (with env) on a unix socket, run the script, fork it for a BGSAVE,
+    load it with redis-benchmark (not on the allocator), shut it down; returns the script's
+    replies and the server's log.  Every step must succeed."""
+    tmp.mkdir()
+    sock = tmp / "redis.sock"
+    log = tmp / "redis.log"
+    server = subprocess.Popen(
+        ["redis-server", "--port", "0", "--unixsocket", str(sock), "--dir", str(tmp),
+         "--save", "", "--appendonly", "no", "--enable-debug-command", "yes",
+         "--logfile", str(log)], env=env)
+    plain = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+    def cli(*args, **kw):
+        r = subprocess.run(["redis-cli", "-s", str(sock), *args], capture_output=True,
+                           env=plain, timeout=120, **kw)
+        assert r.returncode == 0, (args, r.stderr)
+        return r.stdout
+
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists() or subprocess.run(
+                ["redis-cli", "-s", str(sock), "ping"], capture_output=True, env=plain).stdout != b"PONG\n":
+            assert server.poll() is None, "redis-server exited at start"
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        replies = cli(input=redis_commands().encode())
+        assert cli("BGSAVE").startswith(b"Background saving started")
+        while b"rdb_bgsave_in_progress:0" not in cli("INFO", "persistence"):
+            assert time.monotonic() < deadline + 60, "BGSAVE did not finish"
+            time.sleep(0.05)
+        assert b"rdb_last_bgsave_status:ok" in cli("INFO", "persistence")
+        bench = subprocess.run(
+            ["redis-benchmark", "-s", str(sock), "-q", "-n", "20000", "-r", "20000", "-P", "8",
+             "-d", "200", "-t", "set,get,incr,lpush,lpop,sadd,hset,spop,zadd,zpopmin"],
+            capture_output=True, env=plain, timeout=300)
+        assert bench.returncode == 0, bench.stderr[-2000:]
+        assert int(cli("DBSIZE")) > 50000
+        cli("SHUTDOWN", "NOSAVE")
+        assert server.wait(timeout=60) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    return replies, log.read_text()
+
+
+def test_redis_server(built, model, tmp_path):
+    """redis-server (Debian links it with jemalloc; the preload takes malloc, calloc, realloc,
+    free and malloc_usable_size from it and leaves mallctl to jemalloc) gives the same replies
+    on the allocator, survives a forked BGSAVE and redis-benchmark, and shuts down cleanly."""
+    if not model.threads:
+        pytest.skip("single-threaded spec: redis-server runs background threads")
+    if not all(shutil.which(p) for p in ("redis-server", "redis-cli", "redis-benchmark")):
+        pytest.skip("redis is not installed (make test installs it: apt-get install redis-server)")
+    plain_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    a, _ = redis_session(tmp_path / "plain", plain_env)
+    b, log = redis_session(tmp_path / "preload", preload_env(built))
+    assert a == b, (a[-1500:], b[-1500:])
+    assert b.startswith(b"OK\nOK\n50000\n2097152\n2097156\n2097156\n"), b[:200]
+    assert "BUG REPORT" not in log and "Background saving terminated with success" in log, log[-2000:]
