@@ -267,3 +267,27 @@ def test_redis_server(built, model, tmp_path):
     assert a == b, (a[-1500:], b[-1500:])
     assert b.startswith(b"OK\nOK\n50000\n2097152\n2097156\n2097156\n"), b[:200]
     assert "BUG REPORT" not in log and "Background saving terminated with success" in log, log[-2000:]
+
+
+# CPython's own regression tests for what leans on malloc: containers, bytes and str, pickle,
+# json, sqlite3, mmap, ctypes, the C API's allocator functions, tracemalloc, gc and weakrefs,
+# threads and fork
+PY_REGRTESTS = ("test_dict", "test_list", "test_set", "test_deque", "test_bytes", "test_unicode",
+                "test_json", "test_pickle", "test_array", "test_struct", "test_sqlite3",
+                "test_mmap", "test_ctypes", "test_capi", "test_tracemalloc", "test_gc",
+                "test_weakref", "test_threading", "test_fork1", "test_os")
+
+
+def test_python_regression_tests(built, model, tmp_path):
+    """CPython's regression tests pass with the interpreter on the allocator (the threaded
+    specs that users run: default and checked; each run takes about a minute)."""
+    if model.name not in ("default", "checked"):
+        pytest.skip("CPython's regression tests run for default and checked only (time)")
+    probe = subprocess.run([sys.executable, "-c", "import test.libregrtest"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"{sys.executable} has no test package (Debian: apt-get install "
+                    f"libpython3.{sys.version_info.minor}-testsuite)")
+    r = subprocess.run([sys.executable, "-m", "test", "-j2", *PY_REGRTESTS], capture_output=True,
+                       text=True, timeout=900, cwd=tmp_path, env=preload_env(built))
+    assert r.returncode == 0 and "Tests result: SUCCESS" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
+    assert f"All {len(PY_REGRTESTS)} tests OK." in r.stdout, r.stdout[-3000:]
