@@ -18,7 +18,10 @@ CFLAGS = ["-O2", "-g", "-fPIC", "-shared", "-pthread", "-std=gnu11",
           "-fvisibility=hidden", "-ftls-model=initial-exec", "-fno-semantic-interposition",
           # our calloc is malloc + memset: never let gcc turn that back into a call to calloc
           "-fno-builtin-malloc", "-fno-builtin-calloc", "-fno-builtin-free",
-          "-fno-builtin-realloc", "-fno-tree-loop-distribute-patterns"]
+          "-fno-builtin-realloc", "-fno-tree-loop-distribute-patterns",
+          # never unmapped by dlclose: the purger thread, the heaps' TLS destructors and
+          # memory handed out run on or point into this library's code and data
+          "-Wl,-z,nodelete"]
 
 
 class BuildError(Exception):

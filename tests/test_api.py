@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import resource
 import subprocess
 import sys
 import textwrap
@@ -303,6 +304,10 @@ def test_foreign_pointers(lib):
         lib.free(r)
 
 
+def no_core_dump():
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def test_checked_spec_aborts_with_box_name(tmp_path, built, model):
     """Fail fast: a double free, an interior pointer and a foreign pointer each abort with a
     message that names the box (run in a child process)."""
@@ -325,7 +330,8 @@ def test_checked_spec_aborts_with_box_name(tmp_path, built, model):
             exec({body.replace('(char *)p + 16', 'ffi.cast("char *", p) + 16')!r})
             print("survived")
         """)
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                           cwd=tmp_path, preexec_fn=no_core_dump)     # the abort is expected
         assert r.returncode != 0, label
         assert "survived" not in r.stdout
         assert "box: checks" in r.stderr, (label, r.stderr)

@@ -20,7 +20,7 @@ def plain_programs(tmp_path_factory):
     out = tmp_path_factory.mktemp("cprog")
     return {name: compile_c(C / f"{name}.c", out / name)
             for name in ("stress", "forktest", "churn", "orphan", "purger", "purge_unlocked",
-                         "large_unmap", "large_churn")}
+                         "large_unmap", "large_churn", "dlclose")}
 
 
 def prefixed_program(name, built, tmp_path) -> Path:
@@ -43,6 +43,15 @@ def test_stress_linked_to_prefixed_library(built, model, tmp_path):
     needs_threads(model)
     exe = prefixed_program("stress", built, tmp_path)
     assert "stress ok: threads=16" in run([exe, 16, 6, 15000])
+
+
+def test_dlclose_leaves_the_library_mapped(built, model, plain_programs):
+    """A program that dlopens the library, uses it from two threads (starting the purger where
+    the spec has one), dlcloses it and goes on: the library stays (-z nodelete); before, the
+    purger's next wake-up or the thread's exit ran unmapped code (SIGSEGV)."""
+    needs_threads(model)
+    out = run([plain_programs["dlclose"], built.prefixed, f"hz_{built.name}_"])
+    assert out == "dlclose ok\n"
 
 
 def test_stress_under_preload(built, model, plain_programs):
