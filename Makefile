@@ -9,10 +9,10 @@ STAMP  := $(VENV)/.installed
 .PHONY: setup run test bench generated clean
 
 # Debian packages the tests run (redis: a real program under the allocator) and the benchmarks
-# compare against; installed when missing and apt-get can (root), else the tests that need them
-# skip and say so
+# compare against and measure with (perf is used when installed, else valgrind); installed when
+# missing and apt-get can (root), else the tests that need them skip and say so
 TEST_PKGS  := redis-server redis-tools
-BENCH_PKGS := $(TEST_PKGS) libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 time linux-perf valgrind
+BENCH_PKGS := $(TEST_PKGS) libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 time valgrind
 APT_GET    := DEBIAN_FRONTEND=noninteractive apt-get
 define apt_install
 	@dpkg -s $(1) >/dev/null 2>&1 || { command -v apt-get >/dev/null && \

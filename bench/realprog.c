@@ -11,15 +11,18 @@
  *   realprog -p cc      cc -O2 -c of a generated C file of N = 300 functions (cc1 and as
  *                       run on the allocator too)
  *   realprog -p redis   redis-server on the allocator, loaded by redis-benchmark (not on it)
- *                       over a unix socket: N = 100000 requests of each of SET, GET, INCR,
- *                       LPUSH, RPUSH, LPOP, RPOP, SADD, HSET, SPOP, ZADD, ZPOPMIN on 100000
- *                       random keys, 256 B values, 16 requests pipelined, 50 connections;
- *                       one op = one request, timed from the first request to the last reply
- *                       (the server's start is not)
+ *                       over a unix socket: N = 100000 requests of each of SET, GET, INCR (on
+ *                       100000 random keys), LPUSH, RPUSH, LPOP, RPOP, SADD, HSET, SPOP, ZADD,
+ *                       ZPOPMIN (redis-benchmark's one key per type), 256 B values, 16
+ *                       requests pipelined, 50 connections; one op = one request; the time is
+ *                       redis-benchmark's run (the server's start is not in it).  Debian links
+ *                       redis-server with jemalloc: without LD_PRELOAD (the glibc runs) the
+ *                       server gets LD_PRELOAD=<libc>, so that glibc's malloc serves it
  *   realprog ... [-s SCALE]   N scaled
  */
 #include "bench.h"
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -94,28 +97,53 @@ static int run(char *const argv[]) { return wait_status(start(argv, 0)); }
 
 #define REDIS_TESTS 12 /* the -t list below */
 
+/* the library our malloc comes from: libc itself when nothing is preloaded */
+static const char *malloc_library(void) {
+    Dl_info info;
+    return dladdr((void *)&malloc, &info) && info.dli_fname ? info.dli_fname : NULL;
+}
+
+/* copy a file to stderr (a failed server's log) */
+static void show_file(const char *path) {
+    int fd = open(path, O_RDONLY);
+    char buf[4096];
+    ssize_t k;
+    while (fd >= 0 && (k = read(fd, buf, sizeof buf)) > 0) (void)!write(2, buf, (size_t)k);
+    if (fd >= 0) close(fd);
+}
+
 /* redis-server on a unix socket in a private directory, loaded by redis-benchmark; returns
- * the benchmark's status (or the server's, if it failed), the benchmark's time in *secs */
+ * the server's status if it failed (its log then goes to stderr), else the benchmark's; the
+ * benchmark's time in *secs */
 static int run_redis(long n, double *secs) {
-    char dir[] = "/tmp/hzgen-realprog-redis-XXXXXX", sock[128], nbuf[32];
+    char dir[] = "/tmp/hzgen-realprog-redis-XXXXXX", sock[128], log[128], nbuf[32];
     if (!mkdtemp(dir)) bench_die("realprog: mkdtemp: %s", strerror(errno));
     snprintf(sock, sizeof sock, "%s/redis.sock", dir);
+    snprintf(log, sizeof log, "%s/redis.log", dir);
     snprintf(nbuf, sizeof nbuf, "%ld", n);
+    const char *preload = getenv("LD_PRELOAD");
+    if (!preload || !*preload) {               /* glibc's malloc, not the jemalloc it links */
+        const char *libc = malloc_library();
+        if (libc) setenv("LD_PRELOAD", libc, 1);
+    }
     char *server[] = {"redis-server", "--port", "0", "--unixsocket", sock, "--dir", dir,
                       "--save", "", "--appendonly", "no", "--daemonize", "no",
-                      "--loglevel", "warning", NULL};
+                      "--loglevel", "warning", "--logfile", log, NULL};
     pid_t srv = start(server, 0);
+    if (preload) setenv("LD_PRELOAD", preload, 1);
+    else unsetenv("LD_PRELOAD");
     /* ready when the socket accepts */
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     snprintf(addr.sun_path, sizeof addr.sun_path, "%s", sock);
-    int ready = 0;
-    for (int i = 0; i < 1000 && !ready; i++) {
+    int ready = 0, exited = -1;
+    for (int i = 0; i < 1000 && !ready && exited < 0; i++) {
         int fd = socket(AF_UNIX, SOCK_STREAM, 0);
         ready = fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0;
         if (fd >= 0) close(fd);
         if (!ready) {
             int st;
-            if (waitpid(srv, &st, WNOHANG) == srv) bench_die("realprog: redis-server did not start");
+            if (waitpid(srv, &st, WNOHANG) == srv)
+                exited = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
             struct timespec nap = {0, 10000000L};
             nanosleep(&nap, NULL);
         }
@@ -129,12 +157,17 @@ static int run_redis(long n, double *secs) {
         rc = wait_status(start(client, 1));
         *secs = bench_now() - t0;
     }
-    kill(srv, SIGTERM);                          /* a clean shutdown exits 0 */
-    int src = wait_status(srv);
+    if (exited < 0) {
+        kill(srv, SIGTERM);                      /* a clean shutdown exits 0 */
+        exited = wait_status(srv);
+    }
+    if (exited || !ready) show_file(log);
     unlink(sock);
+    unlink(log);
     rmdir(dir);
-    if (!ready) bench_die("realprog: redis-server did not accept connections on %s", sock);
-    return rc ? rc : src;
+    if (!ready) bench_die("realprog: redis-server did not accept connections on %s (status %d)", sock, exited);
+    if (exited) fprintf(stderr, "realprog: redis-server exited with status %d\n", exited);
+    return exited ? exited : rc;
 }
 
 int main(int argc, char **argv) {
@@ -172,7 +205,7 @@ int main(int argc, char **argv) {
         rc = run(cmd);
         unlink(path);
     } else if (!strcmp(prog, "redis")) {
-        n = (long)bench_scaled(100000, scale, 1000);
+        n = ((long)bench_scaled(100000, scale, 1000) + 15) / 16 * 16;  /* whole pipelines */
         double secs;
         rc = run_redis(n, &secs);
         if (rc) bench_die("realprog: redis exited with status %d", rc);

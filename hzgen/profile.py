@@ -10,12 +10,13 @@ of the hzgen checkout): the same allocator (`extends:` the base's absolute path)
 It is written and built in a temporary directory (never into the repository or the working
 directory) and removed afterwards.
 
-CMD runs with LD_PRELOAD=<recording library>, HZ_STATS=json and HZ_STATS_FILE=<temporary file>;
-its stdout, stderr and stdin are its own. Every process that loads the library writes its report
-to that one file at exit, truncating it, so with children (fork/exec, a shell) the profile is of
-the LAST process that exited, usually CMD itself. A shell wrapper (`sh -c 'prog'`) that outlives
-its child therefore profiles the shell: run the program directly. If several processes exit at the
-same moment their reports may interleave; that is reported as a malformed report.
+CMD runs with LD_PRELOAD=<recording library>, HZ_STATS=json and
+HZ_STATS_FILE=<temporary directory>/report.%p.json; its stdout, stderr and stdin are its own.
+Every process of the command tree that loads the library and exits normally (CMD, a shell and
+what it runs, forked children: a forked child counts only what it does after the fork) writes a
+report of its own, and the profile is their sum: the workload that a library preloaded the same
+way would serve. Processes that end in _exit or a signal write none. A report that cannot be
+read (a process killed while writing it) is left out with a warning.
 
 The profile (YAML):
   hzgen_profile: 1
@@ -120,6 +121,20 @@ def profile_from_report(rep, command: list[str], base: Path, small_max: int) -> 
             "memory": dict(rep.memory)}
 
 
+def read_reports(paths: list[Path]) -> list:
+    """The recorder's reports in these files (one per process); a file that does not parse
+    (its process was killed while writing it) is left out with a warning."""
+    from .statsview import parse
+
+    out = []
+    for path in paths:
+        try:
+            out += parse(path.read_text(errors="replace"), source=path.name)
+        except ToolError as e:
+            print(f"hzgen profile: leaving out an unreadable report ({e})", file=sys.stderr)
+    return out
+
+
 def write_atomic(path: Path, text: str, check=None) -> None:
     """Write text to path through a temporary file in the same directory, then rename;
     check(tmp_path), when given, runs on the complete temporary file before the rename (an
@@ -157,7 +172,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 @guarded("profile")
 def run(args) -> int:
     from .pipeline import build_spec
-    from .statsview import merge, parse
+    from .statsview import merge
 
     cmd = list(args.cmd)
     if cmd[:1] == ["--"]:
@@ -181,11 +196,12 @@ def run(args) -> int:
         print(f"hzgen profile: building the recorder ({len(rec['size_classes']['sizes'])} "
               f"classes) from {base}", file=sys.stderr)
         built = build_spec(spec_file, root=tmp / "root")
-        report = tmp / "report.json"
+        reports = tmp / "reports"
+        reports.mkdir()
         env = dict(os.environ)
         env["LD_PRELOAD"] = str(built.override)
         env["HZ_STATS"] = "json"
-        env["HZ_STATS_FILE"] = str(report)
+        env["HZ_STATS_FILE"] = str(reports / "report.%p.json")
         print(f"hzgen profile: running {' '.join(cmd)}", file=sys.stderr)
         try:
             rc = subprocess.run(cmd, env=env).returncode
@@ -194,22 +210,23 @@ def run(args) -> int:
         status = _exit_code(rc)
         if rc:
             print(f"hzgen profile: {cmd[0]} exited with status {status}", file=sys.stderr)
-        text = report.read_text(errors="replace") if report.is_file() else ""
-        if not text.strip():
+        found = read_reports(sorted(reports.glob("report.*.json")))
+        if not found:
             print(f"hzgen profile: no stats report from {cmd[0]} (did it load the library? "
                   "static and setuid programs ignore LD_PRELOAD; a crash writes none)",
                   file=sys.stderr)
             return status or 2
-        rep = merge(parse(text, source="the recorder's report"))
+        rep = merge(found)
         if rep.level != "per_class":
             raise ToolError(f"the report has level {rep.level}, expected per_class")
         prof = profile_from_report(rep, cmd, base, rec["size_classes"]["small_max"])
 
+    processes = f"{rep.count} process" + ("es" if rep.count != 1 else "")
     head = (f"# hzgen profile of: {' '.join(cmd)}\n"
             f"# {prof['totals']['allocs']} small allocations in {len(prof['classes'])} "
-            f"recording classes; the report of the last process that exited\n")
+            f"recording classes; the sum of the reports of {processes}\n")
     write_atomic(out, head + yaml.safe_dump(prof, sort_keys=False, default_flow_style=None, width=100))
     print(f"hzgen profile: wrote {out} ({prof['totals']['allocs']} allocations, "
-          f"{len(prof['classes'])} classes)", file=sys.stderr)
+          f"{len(prof['classes'])} classes, {processes})", file=sys.stderr)
     print(out)
     return status

@@ -256,7 +256,7 @@ def test_real_programs_run_on_the_allocator_under_test(tmp_path, spec_file, priv
         server = Path(os.path.realpath(shutil.which("redis-server"))).name  # Debian: a symlink
         assert loaded.count(server) == 1 and "redis-benchmark" not in loaded, loaded
     else:
-        assert "redis needs redis-server" in captured.err, captured.err
+        assert "redis needs " in captured.err, captured.err
 
 
 def test_workloads_whose_programs_are_missing_are_skipped_with_a_hint(monkeypatch, capsys):

@@ -138,6 +138,54 @@ def test_preload_over_an_explicit_base_writes_the_whole_list(profiled, tmp_path)
     assert set(c.size for c in base.classes) | {704} <= set(sc["sizes"])
 
 
+FORKER = r"""
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void work(size_t size, int n) {
+  static char *keep[64];
+  for (int i = 0; i < n; i++) {
+    free(keep[i % 64]);
+    keep[i % 64] = malloc(size);
+    memset(keep[i % 64], i, size);
+  }
+}
+int main(void) {
+  work(40, 30000);                 /* the parent: 30000 blocks of 48 B */
+  pid_t pid = fork();
+  if (pid == 0) {
+    work(3000, 7000);              /* the child, after the fork: 7000 of 3008 B; exit runs */
+    exit(0);                       /* the destructors, so it reports */
+  }
+  int st;
+  waitpid(pid, &st, 0);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+}
+"""
+
+
+def test_profile_sums_every_process_of_the_command(program, tmp_path):
+    """A shell that runs the program twice, and a program that forks: the profile is the sum
+    of every process's report, and a forked child counts only what it did after the fork."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    (tmp_path / "f.c").write_text(FORKER)
+    subprocess.run([cc, "-O1", "-o", str(tmp_path / "forker"), str(tmp_path / "f.c")], check=True)
+    r = hz("profile", "-o", "sh.yaml", "--", "sh", "-c",
+           f"{program} 20000 && {program} 10000 && {tmp_path / 'forker'}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "sh.yaml").read_text()
+    prof = yaml.safe_load(text)
+    by_size = {c["size"]: c for c in prof["classes"]}
+    # both runs of the program, the forker's parent once (not again through its child)
+    assert 60000 <= by_size[48]["allocs"] < 61000, by_size[48]
+    assert 30000 <= by_size[704]["allocs"] < 31000, by_size[704]
+    assert 7000 <= by_size[3008]["allocs"] < 7100, by_size[3008]
+    processes = int(text.splitlines()[1].split("reports of ")[1].split()[0])
+    assert processes >= 4, text.splitlines()[1]       # sh, the program twice, forker and child
+    assert f"{processes} processes" in r.stderr
+
+
 def test_profile_exit_status_passes_through(tmp_path):
     r = hz("profile", "-o", "f.yaml", "--", sys.executable, "-c",
            "x = [bytearray(700) for _ in range(2000)]; raise SystemExit(5)", cwd=tmp_path)

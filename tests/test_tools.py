@@ -389,6 +389,24 @@ def test_stats_counters_level(build_root, tmp_path):
     assert rep.level == "counters" and list(rep.rows) == ["all"] and rep.rows["all"]["alloc"] > 0
 
 
+def test_stats_file_per_process(build_root, tmp_path):
+    """HZ_STATS_FILE's `%p` is the process id (`%%` a percent sign): each process of a shell
+    pipeline writes its own report; a pattern too long for a path falls back to stderr."""
+    lib = built_spec(REPO / "specs" / "checked.yaml", build_root).override
+    env = dict(os.environ, LD_PRELOAD=str(lib), HZ_STATS="json",
+               HZ_STATS_FILE=str(tmp_path / "r.%p.%%.json"))
+    subprocess.run(["sh", "-c", f"ls -l {REPO} | sort > /dev/null; ls {REPO} > /dev/null"],
+                   env=env, check=True, capture_output=True)
+    files = sorted(tmp_path.glob("r.*.%.json"))
+    assert len(files) >= 3, files      # ls, sort, ls (and sh, unless it leaves by _exit as dash)
+    reps = [rep for f in files for rep in parse(f.read_text(), f.name)]
+    assert len(reps) == len(files) and all(rep.allocator == "checked" for rep in reps)
+    env["HZ_STATS_FILE"] = str(tmp_path / ("x" * 5000))
+    r = subprocess.run(["ls", str(REPO)], env=env, check=True, capture_output=True, text=True)
+    (rep,) = parse(r.stderr)
+    assert rep.allocator == "checked"
+
+
 def test_stats_malformed(reports, tmp_path):
     good = reports["1"].read_text().splitlines(keepends=True)
     cases = {

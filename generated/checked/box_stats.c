@@ -60,14 +60,39 @@ static void hz_stats_sum(hz_stats *t)
 #define HZ_STAT_FIELDS(X) X(alloc) X(free) X(miss) X(refill_cache) X(refill_slab) \
   X(drain_cache) X(drain_slab) X(remote_out) X(remote_in)
 
+/* HZ_STATS_FILE with `%p` replaced by the process id (`%%`: a percent sign), so that every
+ * process of a command tree (fork, exec, a shell) writes a report of its own; 0 if too long */
+static int hz_stats_path(const char *pattern, char *out, size_t size)
+{
+  size_t n = 0;
+  for (const char *c = pattern; *c; c++) {
+    char pid[24];
+    const char *piece = c;
+    size_t len = 1;
+    if (c[0] == '%' && c[1] == 'p') {
+      len = (size_t)snprintf(pid, sizeof pid, "%ld", (long)getpid());
+      piece = pid;
+      c++;
+    } else if (c[0] == '%' && c[1] == '%') {
+      c++;
+    }
+    if (n + len >= size) return 0;
+    memcpy(out + n, piece, len);
+    n += len;
+  }
+  out[n] = 0;
+  return 1;
+}
+
 static void hz_stats_report(int json)
 {
   hz_stats t;
   hz_stats_sum(&t);
   hz_out o = { .fd = hz_stats_fd >= 0 ? hz_stats_fd : 2, .n = 0 };
-  const char *path = getenv("HZ_STATS_FILE");
+  const char *pattern = getenv("HZ_STATS_FILE");
+  char path[4096];
   int opened = -1;
-  if (path && *path) {
+  if (pattern && *pattern && hz_stats_path(pattern, path, sizeof path)) {
     opened = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (opened >= 0) o.fd = opened;
   }

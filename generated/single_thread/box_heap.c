@@ -48,6 +48,8 @@ static void hz_fork_child(void)
   hz_lock_reset(&hz_large_lock);
   hz_lock_reset(&hz_seg_lock);
   hz_lock_reset(&hz_heap_lock);
+  /* the stats box: a child reports what it does itself (its parent reports what came before) */
+  for (hz_heap *h = hz_heaps_all; h; h = h->next_all) memset(&h->stats, 0, sizeof h->stats);
 }
 
 __attribute__((constructor)) static void hz_init(void)
