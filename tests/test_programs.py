@@ -75,6 +75,52 @@ def test_python_dicts_threads_sqlite(built, model):
     assert a == b and a.startswith(b"[60000")
 
 
+CXX_PROGRAM = textwrap.dedent("""
+    #include <cstdint>
+    #include <cstdlib>
+    #include <iostream>
+    #include <map>
+    #include <memory>
+    #include <string>
+    #include <thread>
+    #include <vector>
+    struct alignas(128) Big { char x[300]; };       // operator new(size_t, align_val_t)
+    static size_t work(int t) {
+        std::map<std::string, std::vector<int>> m;
+        for (int i = 0; i < 100000; i++) m[std::to_string((i * 7 + t) % 30000)].push_back(i);
+        std::vector<std::unique_ptr<Big>> v;
+        for (int i = 0; i < 5000; i++) {
+            v.emplace_back(new Big);
+            if (reinterpret_cast<std::uintptr_t>(v.back().get()) % 128) std::abort();
+        }
+        return m.size() + v.size();
+    }
+    int main() {
+        std::vector<size_t> out(THREADS + 1);
+        std::vector<std::thread> ts;
+        for (int t = 1; t <= THREADS; t++) ts.emplace_back([t, &out] { out[t] = work(t); });
+        out[0] = work(0);
+        for (auto &t : ts) t.join();
+        for (auto n : out) std::cout << n << "\\n";
+    }
+""")
+
+
+def test_cxx_containers_threads_aligned_new(built, model, tmp_path):
+    """A C++ program (std::map, std::string, std::thread, over-aligned new), compiled by g++
+    running on the allocator too."""
+    if not shutil.which("g++"):
+        pytest.skip("g++ is not installed")
+    src = tmp_path / "prog.cc"
+    src.write_text(CXX_PROGRAM.replace("THREADS", "3" if model.threads else "0"))
+    exe = tmp_path / "prog"
+    r = subprocess.run(["g++", "-O2", "-pthread", "-o", str(exe), str(src)], capture_output=True,
+                       env=preload_env(built), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = run_both([str(exe)], built)
+    assert a == b and a.split() == [b"35000"] * (4 if model.threads else 1)
+
+
 @pytest.fixture(scope="session")
 def big_text(tmp_path_factory):
     rng = random.Random(7)
