@@ -14,9 +14,11 @@ CMD runs with LD_PRELOAD=<recording library>, HZ_STATS=json and
 HZ_STATS_FILE=<temporary directory>/report.%p.json; its stdout, stderr and stdin are its own.
 Every process of the command tree that loads the library and exits normally (CMD, a shell and
 what it runs, forked children: a forked child counts only what it does after the fork) writes a
-report of its own, and the profile is their sum: the workload that a library preloaded the same
-way would serve. Processes that end in _exit or a signal write none. A report that cannot be
-read (a process killed while writing it) is left out with a warning.
+report of its own (a reused pid gets a file of its own too), and the profile is their sum: the
+workload that a library preloaded the same way would serve. Processes that end in _exit or a
+signal write none; one that outlives CMD writes its report to its own stderr (the directory is
+gone by then). A report that cannot be read (a process killed while writing it) or that another
+allocator wrote is left out with a warning.
 
 The profile (YAML):
   hzgen_profile: 1
@@ -122,16 +124,27 @@ def profile_from_report(rep, command: list[str], base: Path, small_max: int) -> 
 
 
 def read_reports(paths: list[Path]) -> list:
-    """The recorder's reports in these files (one per process); a file that does not parse
-    (its process was killed while writing it) is left out with a warning."""
+    """The recorder's reports in these files (one per process; each file is removed once
+    read). Left out with a warning: a file that does not parse (its process was killed while
+    writing it) and reports of another allocator (a process that preloads or dlopens an
+    hzgen library of its own with stats)."""
     from .statsview import parse
 
     out = []
     for path in paths:
         try:
-            out += parse(path.read_text(errors="replace"), source=path.name)
+            reports = parse(path.read_text(errors="replace"), source=path.name)
         except ToolError as e:
             print(f"hzgen profile: leaving out an unreadable report ({e})", file=sys.stderr)
+            reports = []
+        finally:
+            path.unlink(missing_ok=True)
+        for rep in reports:
+            if (rep.allocator, rep.level) == (RECORDER_NAME, "per_class"):
+                out.append(rep)
+            else:
+                print(f"hzgen profile: leaving out {path.name}: a report of {rep.allocator} "
+                      f"({rep.level}), not of the recorder", file=sys.stderr)
     return out
 
 
@@ -201,7 +214,7 @@ def run(args) -> int:
         env = dict(os.environ)
         env["LD_PRELOAD"] = str(built.override)
         env["HZ_STATS"] = "json"
-        env["HZ_STATS_FILE"] = str(reports / "report.%p.json")
+        env["HZ_STATS_FILE"] = str(reports).replace("%", "%%") + "/report.%p.json"
         print(f"hzgen profile: running {' '.join(cmd)}", file=sys.stderr)
         try:
             rc = subprocess.run(cmd, env=env).returncode

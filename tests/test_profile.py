@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, built_spec
 from hzgen.pipeline import load_model
 from hzgen.preload import hot_sizes, ident_from, tuned_sizes
 from hzgen.profile import recording_sizes
@@ -184,6 +184,23 @@ def test_profile_sums_every_process_of_the_command(program, tmp_path):
     processes = int(text.splitlines()[1].split("reports of ")[1].split()[0])
     assert processes >= 4, text.splitlines()[1]       # sh, the program twice, forker and child
     assert f"{processes} processes" in r.stderr
+
+
+def test_profile_leaves_out_reports_of_other_allocators(program, tmp_path, build_root):
+    """A child that preloads another hzgen library writes a report of that allocator into the
+    same directory: left out with a warning, the recorder's reports still make the profile.
+    A `%` in the temporary directory's path is not taken for a pattern."""
+    other = built_spec(REPO / "specs" / "checked.yaml", build_root).override
+    tmpdir = tmp_path / "t%p%%"
+    tmpdir.mkdir()
+    r = hz("profile", "-o", "o.yaml", "--", "sh", "-c",
+           f"{program} 5000 && LD_PRELOAD={other} {program} 3000", cwd=tmp_path,
+           env_extra={"TMPDIR": str(tmpdir)})
+    assert r.returncode == 0, r.stderr
+    assert "a report of checked (per_class), not of the recorder" in r.stderr
+    by_size = {c["size"]: c for c in yaml.safe_load((tmp_path / "o.yaml").read_text())["classes"]}
+    assert 5000 <= by_size[48]["allocs"] < 5100, by_size[48]     # the first run only
+    assert list(tmpdir.iterdir()) == []                            # the recorder's dir is gone
 
 
 def test_profile_exit_status_passes_through(tmp_path):

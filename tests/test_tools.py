@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SPECS, built_spec
+from conftest import REPO, SPECS, built_spec, compile_c
 from hzgen.inspect import inspect_spec
 from hzgen.spec import fmt_size
 from hzgen.pipeline import load_model
@@ -391,7 +391,8 @@ def test_stats_counters_level(build_root, tmp_path):
 
 def test_stats_file_per_process(build_root, tmp_path):
     """HZ_STATS_FILE's `%p` is the process id (`%%` a percent sign): each process of a shell
-    pipeline writes its own report; a pattern too long for a path falls back to stderr."""
+    pipeline writes its own report; a path that cannot be opened (too long) falls back to
+    stderr."""
     lib = built_spec(REPO / "specs" / "checked.yaml", build_root).override
     env = dict(os.environ, LD_PRELOAD=str(lib), HZ_STATS="json",
                HZ_STATS_FILE=str(tmp_path / "r.%p.%%.json"))
@@ -405,6 +406,57 @@ def test_stats_file_per_process(build_root, tmp_path):
     r = subprocess.run(["ls", str(REPO)], env=env, check=True, capture_output=True, text=True)
     (rep,) = parse(r.stderr)
     assert rep.allocator == "checked"
+
+
+FORK_CHILD_C = r"""
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+char *volatile big, *volatile small;                     /* kept: no malloc/free elision */
+int main(void) {
+    big = malloc(8 << 20), small = malloc(100);           /* a large mapping and a segment */
+    memset(big, 1, 8 << 20);
+    memset(small, 1, 100);
+    pid_t pid = fork();
+    if (pid == 0) { free(small); exit(0); }               /* the child: one free, no mapping */
+    int st;
+    waitpid(pid, &st, 0);
+    free(big);
+    return 0;
+}
+"""
+
+
+def test_forked_child_reports_from_the_fork(build_root, tmp_path):
+    """A forked child's report counts what it did after the fork (one free, nothing mapped):
+    summed with its parent's, nothing is counted twice. Two processes with the same pid (pid
+    namespaces) keep a report each."""
+    lib = built_spec(REPO / "specs" / "checked.yaml", build_root).override
+    (tmp_path / "fc.c").write_text(FORK_CHILD_C)
+    exe = compile_c(tmp_path / "fc.c", tmp_path / "fc")
+    env = dict(os.environ, LD_PRELOAD=str(lib), HZ_STATS="json",
+               HZ_STATS_FILE=str(tmp_path / "r.%p.json"))
+    r = subprocess.run([str(exe)], env=env, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    reps = {f.name: rep for f in tmp_path.glob("r.*.json") for rep in parse(f.read_text(), f.name)}
+    assert len(reps) == 2, reps
+    child, parent = sorted(reps.values(), key=lambda rep: sum(x["alloc"] for x in rep.rows.values()))
+    assert sum(x["alloc"] for x in child.rows.values()) == 0
+    assert sum(x["free"] for x in child.rows.values()) == 1
+    assert child.memory["segments_mapped"] == child.memory["large_mapped"] == 0
+    assert child.memory["bytes_mapped_peak"] == child.memory["bytes_mapped_now"] > 0
+    assert parent.memory["segments_mapped"] >= 1 and parent.memory["large_mapped"] == 1
+    # the same pid twice (each run is pid 1 of a namespace of its own): two files
+    ns = tmp_path / "ns"
+    ns.mkdir()
+    env["HZ_STATS_FILE"] = str(ns / "r.%p.json")
+    for _ in range(2):
+        u = subprocess.run(["unshare", "-pf", "true"], env=env, capture_output=True)
+        if u.returncode != 0:
+            pytest.skip(f"no pid namespaces here: {u.stderr.decode()[-200:]}")
+    names = sorted(f.name for f in ns.iterdir())            # and unshare's own reports
+    assert [n for n in names if n.startswith("r.1.")] == ["r.1.json", "r.1.json.1"], names
 
 
 def test_stats_malformed(reports, tmp_path):

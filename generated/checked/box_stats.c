@@ -3,6 +3,7 @@
 /* Stats box (level per_class): one report at exit, text (HZ_STATS=1) or JSON (HZ_STATS=json),
  * to stderr or to the file named by HZ_STATS_FILE. Counters live in each heap; the report sums
  * every heap ever made. */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -61,10 +62,12 @@ static void hz_stats_sum(hz_stats *t)
   X(drain_cache) X(drain_slab) X(remote_out) X(remote_in)
 
 /* HZ_STATS_FILE with `%p` replaced by the process id (`%%`: a percent sign), so that every
- * process of a command tree (fork, exec, a shell) writes a report of its own; 0 if too long */
+ * process of a command tree (fork, exec, a shell) writes a report of its own; 0 if too long,
+ * else 1, or 2 when the pattern had a `%p` */
 static int hz_stats_path(const char *pattern, char *out, size_t size)
 {
   size_t n = 0;
+  int per_process = 0;
   for (const char *c = pattern; *c; c++) {
     char pid[24];
     const char *piece = c;
@@ -72,6 +75,7 @@ static int hz_stats_path(const char *pattern, char *out, size_t size)
     if (c[0] == '%' && c[1] == 'p') {
       len = (size_t)snprintf(pid, sizeof pid, "%ld", (long)getpid());
       piece = pid;
+      per_process = 1;
       c++;
     } else if (c[0] == '%' && c[1] == '%') {
       c++;
@@ -81,7 +85,24 @@ static int hz_stats_path(const char *pattern, char *out, size_t size)
     n += len;
   }
   out[n] = 0;
-  return 1;
+  return 1 + per_process;
+}
+
+/* the report file: a per-process name (`%p`) is never overwritten, since a pid can come back
+ * (wrap-around, a pid namespace): a taken name gets a suffix .1, .2, ...; -1 if none opens */
+static int hz_stats_open(const char *pattern)
+{
+  char path[4096];
+  int kind = hz_stats_path(pattern, path, sizeof path);
+  if (kind == 1) return open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (kind != 2) return -1;
+  size_t len = strlen(path);
+  for (unsigned k = 0; k < 1000u; k++) {
+    if (k && (size_t)snprintf(path + len, sizeof path - len, ".%u", k) >= sizeof path - len) return -1;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd >= 0 || errno != EEXIST) return fd;
+  }
+  return -1;
 }
 
 static void hz_stats_report(int json)
@@ -90,19 +111,22 @@ static void hz_stats_report(int json)
   hz_stats_sum(&t);
   hz_out o = { .fd = hz_stats_fd >= 0 ? hz_stats_fd : 2, .n = 0 };
   const char *pattern = getenv("HZ_STATS_FILE");
-  char path[4096];
-  int opened = -1;
-  if (pattern && *pattern && hz_stats_path(pattern, path, sizeof path)) {
-    opened = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (opened >= 0) o.fd = opened;
-  }
+  int opened = pattern && *pattern ? hz_stats_open(pattern) : -1;
+  if (opened >= 0) o.fd = opened;
   uint64_t seg_mapped = atomic_load(&hz_seg_mapped_count), seg_released = atomic_load(&hz_seg_released_count);
   uint64_t large_mapped = atomic_load(&hz_large_mapped_count), large_released = atomic_load(&hz_large_released_count);
   uint64_t peak = atomic_load(&hz_os_bytes_peak), now = atomic_load(&hz_os_bytes_mapped), purged = atomic_load(&hz_purged_bytes);
   if (json) {
     hz_outf(&o, "{\"hz_stats\": 1, \"allocator\": \"%s\", \"level\": \"per_class\", \"classes\": [", HZ_ALLOCATOR_NAME);
+    const char *sep = "";
     for (uint32_t r = 0; r < HZ_STAT_ROWS; r++) {
-      hz_outf(&o, "%s\n  {\"class\": %u, \"size\": %u", r ? "," : "", r, HZ_STAT_ROWS == 1u ? 0u : hz_class_size[r]);
+      uint64_t any = HZ_STAT_ROWS == 1u;   /* classes that saw nothing are left out */
+#define HZ_ANY(f) any |= t.f[r];
+      HZ_STAT_FIELDS(HZ_ANY)
+#undef HZ_ANY
+      if (!any) continue;
+      hz_outf(&o, "%s\n  {\"class\": %u, \"size\": %u", sep, r, HZ_STAT_ROWS == 1u ? 0u : hz_class_size[r]);
+      sep = ",";
 #define HZ_J(f) hz_outf(&o, ", \"" #f "\": %llu", (unsigned long long)t.f[r]);
       HZ_STAT_FIELDS(HZ_J)
 #undef HZ_J
