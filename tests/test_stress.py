@@ -191,6 +191,24 @@ def test_allocations_go_on_while_the_purger_purges(built, model, plain_programs,
     assert child == 0, out                 # forked mid-purge: the child's allocator works
 
 
+def test_allocations_go_on_while_a_free_returns_a_slab(built, model, plain_programs, madvise_spy):
+    """backing.release: immediate gives an empty slab's pages back on the freeing thread, with
+    the segment lock released: while a thread sits in a (slowed) madvise of a slab it freed,
+    the main thread keeps allocating, new slabs included (with the lock held across the call,
+    at most a slab's worth of 1000 B blocks would get through per call)."""
+    if model.backing["release"] != "immediate":
+        pytest.skip("spec does not return empty slabs at once")
+    env = preload_env(built, HZ_SPY_MIN_LEN=str(16384))
+    env["LD_PRELOAD"] = f"{madvise_spy} {built.override}"
+    out = run([plain_programs["purge_unlocked"], "thread"], env=env)
+    m = re.search(r"purge_unlocked: during=(\d+) spied=(\d+) child=(-?\d+)", out)
+    assert m, out
+    during, spied, child = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    assert spied >= 1, out                 # the freeing thread did madvise while we allocated
+    assert during >= 1000, out
+    assert child == 0, out
+
+
 def test_large_cache_evictions_are_unmapped_by_the_purger(built, model, plain_programs,
                                                           madvise_spy):
     """Once the purger runs, large mappings the cache evicts are unmapped on its thread, not on

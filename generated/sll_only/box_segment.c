@@ -182,19 +182,20 @@ static void hz_slab_release(hz_slab *s)
   hz_segment *seg = hz_segment_of(s);
   uint32_t at = s->head, n = s->units;
   for (uint32_t u = at; u < at + n; u++) __atomic_store_n(&seg->slab[u].owner, NULL, __ATOMIC_RELEASE);
+  /* the pages go back before the lock: until they turn CLEAN below the units are still USED,
+   * so no one carves them meanwhile, and other threads wait for the lock, not for the OS (a
+   * fork right now leaves the child these units as used: one slab) */
+  hz_units_purge(seg, at, n);
   hz_lock_acquire(&hz_seg_lock);
   for (uint32_t u = at; u < at + n; u++) seg->unit_state[u] = HZ_UNIT_CLEAN;
-  hz_os_purge((char *)seg + ((size_t)at << HZ_SLAB_SHIFT), (size_t)n << HZ_SLAB_SHIFT);
-  atomic_fetch_add_explicit(&hz_purged_bytes, (uint64_t)n << HZ_SLAB_SHIFT, memory_order_relaxed);
   seg->free_units += n;
   int extra_empty = hz_segment_is_empty(seg) && ++hz_segments_empty > HZ_SEGMENT_CACHE;
-  if (extra_empty && !HZ_PURGER_RUNNING()) {   /* one empty segment too many: unmap it now */
-    hz_segment_retire(seg);
-    hz_lock_release(&hz_seg_lock);
-    return;
-  }
-  hz_segment_retire(seg);
+  /* one empty segment too many: it leaves the books here and is unmapped after the lock (its
+   * pages went back already) */
+  hz_segment *spare = extra_empty && hz_segment_spare(seg) ? seg : NULL;
+  if (spare) hz_segment_forget(spare);
   hz_lock_release(&hz_seg_lock);
+  if (spare) hz_os_unmap(spare, HZ_SEGMENT_SIZE);
 }
 
 /* blocks other threads freed into partial slab s join its free list (owner only) */

@@ -1,6 +1,7 @@
 /* madvise_spy.c - an LD_PRELOAD shim, loaded in front of the allocator: a large
- * madvise(MADV_DONTNEED) from a thread other than the main one (the allocator's purger) takes
- * 300 ms longer and raises `hz_spy_in_madvise` meanwhile, so a test program can see whether
+ * madvise(MADV_DONTNEED) (1 MiB or more; HZ_SPY_MIN_LEN bytes if set) from a thread other than
+ * the main one (the allocator's purger, or a thread that frees) takes 300 ms longer and raises
+ * `hz_spy_in_madvise` meanwhile, so a test program can see whether
  * its allocations still complete while the purger is inside the call (they cannot if the
  * purger holds the allocator's lock across it). It also counts munmap calls of 1 MiB or more
  * by the main thread and by the others (`hz_spy_munmap_main`, `hz_spy_munmap_other`).
@@ -8,6 +9,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,7 +20,12 @@ int madvise(void *addr, size_t len, int advice)
 {
     static int (*real)(void *, size_t, int);
     if (!real) real = (int (*)(void *, size_t, int))dlsym(RTLD_NEXT, "madvise");
-    if (advice != MADV_DONTNEED || len < (1u << 20) || gettid() == getpid())
+    static size_t min_len;
+    if (!min_len) {
+        const char *e = getenv("HZ_SPY_MIN_LEN");
+        min_len = e && atol(e) > 0 ? (size_t)atol(e) : (size_t)1 << 20;
+    }
+    if (advice != MADV_DONTNEED || len < min_len || gettid() == getpid())
         return real(addr, len, advice);
     hz_spy_in_madvise = 1;
     struct timespec nap = {0, 300000000L};

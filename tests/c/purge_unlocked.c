@@ -8,11 +8,18 @@
  * spied=S child=C" (S: madvise calls seen), and stops once N reaches 2000. Half-way it forks
  * (the purger is still inside its call then): the child, whose allocator has no purger and
  * a round of runs nobody will finish, allocates, checks and frees 384 MiB; C is its status.
+ *
+ * `purge_unlocked thread`: for specs that return an empty slab's pages at once
+ * (backing.release: immediate): a second thread allocates the 64 KiB blocks and frees them
+ * meanwhile (its own blocks: local frees), so that its slab releases madvise (slowed by the spy:
+ * run it with HZ_SPY_MIN_LEN at most a slab) while the main thread allocates; it stops when the
+ * main thread is done.
  */
 #define _GNU_SOURCE
 #include "hzalloc.h"
 
 #include <dlfcn.h>
+#include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -55,12 +62,36 @@ static int fork_and_churn(void)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-int main(void)
+static volatile int stop, ready;
+static int freed;                      /* big[] blocks the freeing thread has freed */
+
+static void fill_big(void)
+{
+    for (int i = 0; i < BIG; i++) { big[i] = XMALLOC(65536); memset(big[i], 1, 65536); }
+}
+
+static void *free_big(void *arg)
+{
+    (void)arg;
+    fill_big();
+    __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+    while (freed < BIG && !stop) XFREE(big[freed++]);
+    return NULL;
+}
+
+int main(int argc, char **argv)
 {
     volatile int *spy = (volatile int *)dlsym(RTLD_DEFAULT, "hz_spy_in_madvise");
     if (!spy) { fprintf(stderr, "purge_unlocked: run me under madvise_spy.so\n"); return 2; }
-    for (int i = 0; i < BIG; i++) { big[i] = XMALLOC(65536); memset(big[i], 1, 65536); }
-    for (int i = 0; i < BIG; i++) XFREE(big[i]);
+    int threaded = argc > 1 && !strcmp(argv[1], "thread");
+    pthread_t freer;
+    if (threaded) {
+        if (pthread_create(&freer, NULL, free_big, NULL)) return 3;
+        while (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) { struct timespec nap = {0, 1000000}; nanosleep(&nap, NULL); }
+    } else {
+        fill_big();
+        for (int i = 0; i < BIG; i++) XFREE(big[i]);
+    }
     long during = 0, spied = 0, n = 0;
     int child = -1;
     int was = 0;
@@ -75,6 +106,11 @@ int main(void)
         if (n % 64 == 0) { struct timespec nap = {0, 200000}; nanosleep(&nap, NULL); }
     }
     printf("purge_unlocked: during=%ld spied=%ld child=%d\n", during, spied, child);
+    if (threaded) {
+        stop = 1;
+        pthread_join(freer, NULL);
+        for (int i = freed; i < BIG; i++) XFREE(big[i]);
+    }
     for (long i = 0; i < n; i++) XFREE(keep[i]);
     return 0;
 }
