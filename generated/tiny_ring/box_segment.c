@@ -6,7 +6,8 @@
 #include "hz_internal.h"
 
 static hz_lock hz_seg_lock;
-static hz_segment *hz_segments;          /* every segment, under hz_seg_lock */
+static hz_segment *hz_segments;          /* every segment, under hz_seg_lock: those with free */
+static hz_segment *hz_segments_last;     /* units first, then the full ones */
 static unsigned hz_segments_empty;       /* fully free segments kept mapped */
 static _Atomic(uint64_t) hz_seg_mapped_count, hz_seg_released_count, hz_purged_bytes;
 static atomic_uint hz_dirty_total;       /* dirty units waiting for the purge, all segments */
@@ -41,6 +42,31 @@ static hz_lock hz_doomed_lock;           /* held by the purger around each munma
 #define HZ_DOOMED_MAX ((size_t)64 << 20)
 static void hz_unmap_doomed(void);
 
+/* The segment list keeps every segment with free units in front of the full ones, so that the
+ * search for a slab stops at the first full segment instead of walking a large heap's every
+ * segment header (a cache and TLB miss each) for every new slab (lock held for all three). */
+static void hz_segment_remove(hz_segment *seg)
+{
+  if (seg->prev) seg->prev->next = seg->next; else hz_segments = seg->next;
+  if (seg->next) seg->next->prev = seg->prev; else hz_segments_last = seg->prev;
+}
+
+static void hz_segment_push_front(hz_segment *seg)
+{
+  seg->prev = NULL;
+  seg->next = hz_segments;
+  if (hz_segments) hz_segments->prev = seg; else hz_segments_last = seg;
+  hz_segments = seg;
+}
+
+static void hz_segment_push_back(hz_segment *seg)
+{
+  seg->next = NULL;
+  seg->prev = hz_segments_last;
+  if (hz_segments_last) hz_segments_last->next = seg; else hz_segments = seg;
+  hz_segments_last = seg;
+}
+
 static hz_segment *hz_segment_new(unsigned kind)
 {
   hz_segment *seg = hz_os_map_aligned(HZ_SEGMENT_SIZE, HZ_SEGMENT_SIZE);
@@ -49,10 +75,7 @@ static hz_segment *hz_segment_new(unsigned kind)
   seg->kind = kind;
   seg->free_units = HZ_UNITS - HZ_HEADER_UNITS;
   for (uint32_t u = 0; u < HZ_HEADER_UNITS; u++) seg->unit_state[u] = HZ_UNIT_USED;
-  seg->next = hz_segments;
-  seg->prev = NULL;
-  if (hz_segments) hz_segments->prev = seg;
-  hz_segments = seg;
+  hz_segment_push_front(seg);
   __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(seg)], (uint8_t)kind, __ATOMIC_RELEASE);
   atomic_fetch_add_explicit(&hz_seg_mapped_count, 1, memory_order_relaxed);
   return seg;
@@ -61,8 +84,7 @@ static hz_segment *hz_segment_new(unsigned kind)
 /* take seg off the list and out of the registry (lock held); hz_os_unmap it next */
 static void hz_segment_unlink(hz_segment *seg)
 {
-  if (seg->prev) seg->prev->next = seg->next; else hz_segments = seg->next;
-  if (seg->next) seg->next->prev = seg->prev;
+  hz_segment_remove(seg);
   __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(seg)], HZ_KIND_NONE, __ATOMIC_RELEASE);
   atomic_fetch_add_explicit(&hz_seg_released_count, 1, memory_order_relaxed);
 }
@@ -396,11 +418,11 @@ static hz_slab *hz_slab_alloc(hz_heap *h, uint32_t cls)
   hz_lock_acquire(&hz_seg_lock);
   /* dirty units first: they are resident, clean ones would fault in fresh pages */
   for (int dirty_only = 1; dirty_only >= 0 && !at; dirty_only--)
-    for (seg = hz_segments; seg; seg = seg->next)
+    for (seg = hz_segments; seg && seg->free_units; seg = seg->next)
       if ((seg->kind == kind || hz_segment_is_empty(seg)) &&
           (dirty_only ? seg->dirty_units : seg->free_units) >= n &&
           (at = hz_segment_find_run(seg, n, dirty_only)) != 0) break;
-  if (!seg) {
+  if (!at) {
     seg = hz_segment_new(kind);
     if (!seg) { hz_lock_release(&hz_seg_lock); return NULL; }
     at = HZ_HEADER_UNITS;
@@ -417,6 +439,7 @@ static hz_slab *hz_slab_alloc(hz_heap *h, uint32_t cls)
     seg->unit_state[u] = HZ_UNIT_USED;
   }
   seg->free_units -= n;
+  if (!seg->free_units) { hz_segment_remove(seg); hz_segment_push_back(seg); }
   hz_units_in_use += n;
   if (hz_units_in_use > hz_units_peak) {
     hz_units_peak = hz_units_in_use;
@@ -475,6 +498,7 @@ static void hz_slab_release(hz_slab *s)
   for (uint32_t u = at; u < at + n; u++) __atomic_store_n(&seg->slab[u].owner, NULL, __ATOMIC_RELEASE);
   hz_lock_acquire(&hz_seg_lock);
   unsigned before = hz_units_dirty(seg, at, n);
+  if (!seg->free_units) { hz_segment_remove(seg); hz_segment_push_front(seg); }
   seg->free_units += n;
   int extra_empty = hz_segment_is_empty(seg) && ++hz_segments_empty > HZ_SEGMENT_CACHE;
   hz_units_in_use -= n;
