@@ -423,14 +423,16 @@ static hz_slab *hz_slab_alloc(hz_heap *h, uint32_t cls)
           (dirty_only ? seg->dirty_units : seg->free_units) >= n &&
           (at = hz_segment_find_run(seg, n, dirty_only)) != 0) break;
   if (!at) {
-    seg = hz_segment_new(kind);
+    seg = hz_segment_new(kind);   /* never counted as empty: the count stays as it is */
     if (!seg) { hz_lock_release(&hz_seg_lock); return NULL; }
     at = HZ_HEADER_UNITS;
-  } else if (seg->kind != kind) {   /* an empty segment changes sides: no block of it is live */
-    seg->kind = kind;
-    __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(seg)], (uint8_t)kind, __ATOMIC_RELEASE);
+  } else {
+    if (seg->kind != kind) {      /* an empty segment changes sides: no block of it is live */
+      seg->kind = kind;
+      __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(seg)], (uint8_t)kind, __ATOMIC_RELEASE);
+    }
+    if (hz_segment_is_empty(seg) && hz_segments_empty) hz_segments_empty--;
   }
-  if (hz_segment_is_empty(seg) && hz_segments_empty) hz_segments_empty--;
   for (uint32_t u = at; u < at + n; u++) {
     if (seg->unit_state[u] == HZ_UNIT_DIRTY) {
       seg->dirty_units--;
