@@ -229,9 +229,7 @@ def run(args) -> int:
                   "static and setuid programs ignore LD_PRELOAD; a crash writes none)",
                   file=sys.stderr)
             return status or 2
-        rep = merge(found)
-        if rep.level != "per_class":
-            raise ToolError(f"the report has level {rep.level}, expected per_class")
+        rep = merge(found)   # the recorder's per_class reports only (read_reports)
         prof = profile_from_report(rep, cmd, base, rec["size_classes"]["small_max"])
 
     processes = f"{rep.count} process" + ("es" if rep.count != 1 else "")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, built_spec
+from conftest import REPO, built_spec, compile_c
 from hzgen.pipeline import load_model
 from hzgen.preload import hot_sizes, ident_from, tuned_sizes
 from hzgen.profile import recording_sizes
@@ -168,9 +168,8 @@ int main(void) {
 def test_profile_sums_every_process_of_the_command(program, tmp_path):
     """A shell that runs the program twice, and a program that forks: the profile is the sum
     of every process's report, and a forked child counts only what it did after the fork."""
-    cc = shutil.which("cc") or shutil.which("gcc")
     (tmp_path / "f.c").write_text(FORKER)
-    subprocess.run([cc, "-O1", "-o", str(tmp_path / "forker"), str(tmp_path / "f.c")], check=True)
+    compile_c(tmp_path / "f.c", tmp_path / "forker")
     r = hz("profile", "-o", "sh.yaml", "--", "sh", "-c",
            f"{program} 20000 && {program} 10000 && {tmp_path / 'forker'}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -255,6 +255,12 @@ def redis_commands() -> str:
     return "\n".join(lines) + "\n"
 
 
+def plain_env() -> dict:
+    """The environment without any preload: redis-cli and redis-benchmark, and redis-server
+    for the reference run."""
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+
 def redis_session(tmp, env) -> tuple[bytes, str]:
     """Start redis-server (with env) on a unix socket, run the script, fork it for a BGSAVE,
     load it with redis-benchmark (not on the allocator), shut it down; returns the script's
@@ -266,7 +272,7 @@ def redis_session(tmp, env) -> tuple[bytes, str]:
         ["redis-server", "--port", "0", "--unixsocket", str(sock), "--dir", str(tmp),
          "--save", "", "--appendonly", "no", "--enable-debug-command", "yes",
          "--logfile", str(log)], env=env)
-    plain = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    plain = plain_env()
 
     def cli(*args, timeout=120, **kw):
         r = subprocess.run(["redis-cli", "-s", str(sock), *args], capture_output=True,
@@ -318,8 +324,7 @@ def test_redis_server(built, model, tmp_path):
         pytest.skip("single-threaded spec: redis-server runs background threads")
     if not all(shutil.which(p) for p in ("redis-server", "redis-cli", "redis-benchmark")):
         pytest.skip("redis is not installed (make test installs it: apt-get install redis-server)")
-    plain_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    a, _ = redis_session(tmp_path / "plain", plain_env)
+    a, _ = redis_session(tmp_path / "plain", plain_env())
     b, log = redis_session(tmp_path / "preload", preload_env(built))
     assert a == b, (a[-1500:], b[-1500:])
     assert b.startswith(b"OK\nOK\n50000\n2097152\n2097156\n2097156\n"), b[:200]

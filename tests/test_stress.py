@@ -106,9 +106,9 @@ def shim(tmp_path_factory, name):
     return out
 
 
-def run_behind(shim_lib, built, exe, *args):
+def run_behind(shim_lib, built, exe, *args, **env_extra):
     """Run exe under LD_PRELOAD of shim_lib in front of the spec's override library."""
-    env = preload_env(built)
+    env = preload_env(built, **env_extra)
     env["LD_PRELOAD"] = f"{shim_lib} {built.override}"
     return run([exe, *args], env=env)
 
@@ -175,6 +175,13 @@ def test_purge_thread_opt_out(built, model, plain_programs):
         assert after <= peak // 4, out
 
 
+def purge_unlocked_report(out):
+    """(during, spied, child) from tests/c/purge_unlocked.c's line"""
+    m = re.search(r"purge_unlocked: during=(\d+) spied=(\d+) child=(-?\d+)", out)
+    assert m, out
+    return int(m.group(1)), int(m.group(2)), int(m.group(3))
+
+
 def test_allocations_go_on_while_the_purger_purges(built, model, plain_programs, madvise_spy):
     """The purger gives pages back with the segment lock released: while it sits in a (slowed)
     madvise, the main thread keeps allocating, including new slabs (with the lock held, at most
@@ -183,9 +190,7 @@ def test_allocations_go_on_while_the_purger_purges(built, model, plain_programs,
     if not model.backing["purge_thread"]:
         pytest.skip("spec has no purge thread")
     out = run_behind(madvise_spy, built, plain_programs["purge_unlocked"])
-    m = re.search(r"purge_unlocked: during=(\d+) spied=(\d+) child=(-?\d+)", out)
-    assert m, out
-    during, spied, child = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    during, spied, child = purge_unlocked_report(out)
     assert spied >= 1, out                 # the purger did purge while we allocated
     assert during >= 1000, out
     assert child == 0, out                 # forked mid-purge: the child's allocator works
@@ -198,12 +203,9 @@ def test_allocations_go_on_while_a_free_returns_a_slab(built, model, plain_progr
     at most a slab's worth of 1000 B blocks would get through per call)."""
     if model.backing["release"] != "immediate":
         pytest.skip("spec does not return empty slabs at once")
-    env = preload_env(built, HZ_SPY_MIN_LEN=str(16384))
-    env["LD_PRELOAD"] = f"{madvise_spy} {built.override}"
-    out = run([plain_programs["purge_unlocked"], "thread"], env=env)
-    m = re.search(r"purge_unlocked: during=(\d+) spied=(\d+) child=(-?\d+)", out)
-    assert m, out
-    during, spied, child = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    out = run_behind(madvise_spy, built, plain_programs["purge_unlocked"], "thread",
+                     HZ_SPY_MIN_LEN=str(16384))
+    during, spied, child = purge_unlocked_report(out)
     assert spied >= 1, out                 # the freeing thread did madvise while we allocated
     assert during >= 1000, out
     assert child == 0, out

@@ -135,15 +135,7 @@ static void hz_fork_child(void)
                                  : purger == HZ_PURGER_NONE ? HZ_PURGER_NONE : HZ_PURGER_WANTED);
   atomic_store(&hz_purger_idle, HZ_PURGER_AWAKE);
   hz_purger_fork_child();
-  /* the stats box: a child reports what it does itself (its parent reports what came before):
-   * its counters start at zero, its peak at what it has mapped */
-  for (hz_heap *h = hz_heaps_all; h; h = h->next_all) memset(&h->stats, 0, sizeof h->stats);
-  atomic_store(&hz_seg_mapped_count, 0);
-  atomic_store(&hz_seg_released_count, 0);
-  atomic_store(&hz_large_mapped_count, 0);
-  atomic_store(&hz_large_released_count, 0);
-  atomic_store(&hz_purged_bytes, 0);
-  atomic_store(&hz_os_bytes_peak, atomic_load(&hz_os_bytes_mapped));
+  hz_stats_fork_child();
   /* heaps of threads that do not exist here may be mid-update: never touch them again */
   for (hz_heap *h = hz_heaps_all; h; h = h->next_all)
     if (h->state == HZ_HEAP_LIVE && h != hz_tls_heap) h->state = HZ_HEAP_ORPHANED;

@@ -48,15 +48,7 @@ static void hz_fork_child(void)
   hz_lock_reset(&hz_large_lock);
   hz_lock_reset(&hz_seg_lock);
   hz_lock_reset(&hz_heap_lock);
-  /* the stats box: a child reports what it does itself (its parent reports what came before):
-   * its counters start at zero, its peak at what it has mapped */
-  for (hz_heap *h = hz_heaps_all; h; h = h->next_all) memset(&h->stats, 0, sizeof h->stats);
-  atomic_store(&hz_seg_mapped_count, 0);
-  atomic_store(&hz_seg_released_count, 0);
-  atomic_store(&hz_large_mapped_count, 0);
-  atomic_store(&hz_large_released_count, 0);
-  atomic_store(&hz_purged_bytes, 0);
-  atomic_store(&hz_os_bytes_peak, atomic_load(&hz_os_bytes_mapped));
+  hz_stats_fork_child();
 }
 
 __attribute__((constructor)) static void hz_init(void)

@@ -61,6 +61,30 @@ static void hz_stats_sum(hz_stats *t)
 #define HZ_STAT_FIELDS(X) X(alloc) X(free) X(miss) X(refill_cache) X(refill_slab) \
   X(drain_cache) X(drain_slab) X(remote_out) X(remote_in)
 
+/* a report's row: the one row of level counters, or a class that saw any traffic (both
+ * formats leave the others out) */
+static int hz_stats_row_shown(const hz_stats *t, uint32_t r)
+{
+  uint64_t any = HZ_STAT_ROWS == 1u;
+#define HZ_ANY(f) any |= t->f[r];
+  HZ_STAT_FIELDS(HZ_ANY)
+#undef HZ_ANY
+  return any != 0;
+}
+
+/* a forked child reports what it does itself (its parent reports what came before): the
+ * counters start at zero, the peak at what it inherited mapped */
+static void hz_stats_fork_child(void)
+{
+  for (hz_heap *h = hz_heaps_all; h; h = h->next_all) memset(&h->stats, 0, sizeof h->stats);
+  atomic_store(&hz_seg_mapped_count, 0);
+  atomic_store(&hz_seg_released_count, 0);
+  atomic_store(&hz_large_mapped_count, 0);
+  atomic_store(&hz_large_released_count, 0);
+  atomic_store(&hz_purged_bytes, 0);
+  atomic_store(&hz_os_bytes_peak, atomic_load(&hz_os_bytes_mapped));
+}
+
 /* HZ_STATS_FILE with `%p` replaced by the process id (`%%`: a percent sign), so that every
  * process of a command tree (fork, exec, a shell) writes a report of its own; 0 if too long,
  * else 1, or 2 when the pattern had a `%p` */
@@ -120,11 +144,7 @@ static void hz_stats_report(int json)
     hz_outf(&o, "{\"hz_stats\": 1, \"allocator\": \"%s\", \"level\": \"counters\", \"classes\": [", HZ_ALLOCATOR_NAME);
     const char *sep = "";
     for (uint32_t r = 0; r < HZ_STAT_ROWS; r++) {
-      uint64_t any = HZ_STAT_ROWS == 1u;   /* classes that saw nothing are left out */
-#define HZ_ANY(f) any |= t.f[r];
-      HZ_STAT_FIELDS(HZ_ANY)
-#undef HZ_ANY
-      if (!any) continue;
+      if (!hz_stats_row_shown(&t, r)) continue;
       hz_outf(&o, "%s\n  {\"class\": %u, \"size\": %u", sep, r, HZ_STAT_ROWS == 1u ? 0u : hz_class_size[r]);
       sep = ",";
 #define HZ_J(f) hz_outf(&o, ", \"" #f "\": %llu", (unsigned long long)t.f[r]);
@@ -146,7 +166,7 @@ static void hz_stats_report(int json)
 #undef HZ_H
     hz_outf(&o, "\n");
     for (uint32_t r = 0; r < HZ_STAT_ROWS; r++) {
-      if (!t.alloc[r] && !t.free[r] && !t.remote_in[r]) continue;
+      if (!hz_stats_row_shown(&t, r)) continue;
       if (HZ_STAT_ROWS == 1u) hz_outf(&o, "%5s %7s", "all", "-");
       else hz_outf(&o, "%5u %7u", r, hz_class_size[r]);
 #define HZ_R(f) hz_outf(&o, " %12llu", (unsigned long long)t.f[r]);

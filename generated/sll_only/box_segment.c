@@ -218,10 +218,7 @@ static void hz_slab_release(hz_slab *s)
   int extra_empty = hz_segment_is_empty(seg) && ++hz_segments_empty > HZ_SEGMENT_CACHE;
   /* one empty segment too many: unmapped under the lock (quick: its pages went back already),
    * so that a fork never sees it off the books yet mapped */
-  if (extra_empty && hz_segment_spare(seg)) {
-    hz_segment_forget(seg);
-    hz_os_unmap(seg, HZ_SEGMENT_SIZE);
-  }
+  if (extra_empty) hz_segment_retire(seg);
   hz_lock_release(&hz_seg_lock);
 }
 
