@@ -713,8 +713,52 @@ class Progress:
 # Statistics
 
 
+CI_LEVEL = 0.95
+
+
 def _median(xs: list[float]) -> Optional[float]:
     return statistics.median(xs) if xs else None
+
+
+def median_ci(xs: list[float], level: float = CI_LEVEL) -> Optional[tuple[float, float, float]]:
+    """Distribution-free confidence interval for the median of xs: the k-th smallest and k-th
+    largest value, with k as large as the level allows. Each value falls below the true median
+    with probability 1/2 (independent runs), so the interval misses it with probability
+    2 * P(Binomial(n, 1/2) < k). Returns (lo, hi, coverage), or None when even min..max covers
+    less than level (fewer than 6 values for 95%)."""
+    n = len(xs)
+    best: Optional[tuple[int, float]] = None
+    below = 0   # P(Binomial(n, 1/2) <= k - 1) * 2**n
+    for k in range(1, n // 2 + 1):
+        below += math.comb(n, k - 1)
+        coverage = 1.0 - 2.0 * below / 2.0 ** n
+        if coverage < level:
+            break
+        best = (k, coverage)
+    if best is None:
+        return None
+    k, coverage = best
+    ordered = sorted(xs)
+    return ordered[k - 1], ordered[n - k], coverage
+
+
+def verdict(ratio_ci: dict[str, Optional[list[float]]], baseline: str) -> dict[str, list[str]]:
+    """The baseline against every other allocator, from the confidence intervals of their
+    paired ratios (other / baseline): ahead of it when the whole interval is below 1, behind
+    when it is above 1, a tie when it holds 1, undecided without an interval."""
+    out: dict[str, list[str]] = {"ahead_of": [], "tie_with": [], "behind": [], "undecided": []}
+    for a, ci in ratio_ci.items():
+        if a == baseline:
+            continue
+        if ci is None:
+            out["undecided"].append(a)
+        elif ci[1] < 1.0:
+            out["ahead_of"].append(a)
+        elif ci[0] > 1.0:
+            out["behind"].append(a)
+        else:
+            out["tie_with"].append(a)
+    return out
 
 
 def summarize(samples: dict[str, list[dict[str, Any]]], baseline: str) -> dict[str, Any]:
@@ -723,6 +767,7 @@ def summarize(samples: dict[str, list[dict[str, Any]]], baseline: str) -> dict[s
     med_ratio: dict[str, Optional[float]] = {}
     rmin: dict[str, Optional[float]] = {}
     rmax: dict[str, Optional[float]] = {}
+    ratio_ci: dict[str, Optional[list[float]]] = {}
     rss: dict[str, Optional[float]] = {}
     fields_med: dict[str, dict[str, float]] = {}
     failures: dict[str, int] = {}
@@ -735,6 +780,8 @@ def summarize(samples: dict[str, list[dict[str, Any]]], baseline: str) -> dict[s
                   for s, b in zip(samples[a], base)
                   if s["ok"] and b["ok"] and b["ops_per_sec"] > 0]
         med_ratio[a] = _median(ratios)
+        ci = median_ci(ratios) if a != baseline else None
+        ratio_ci[a] = [ci[0], ci[1]] if ci else None
         if a == baseline:   # its ratios to itself are all 1: show how its own runs spread
             ops = [s["ops_per_sec"] for s in ok]
             ratios = [x / med_ops[a] for x in ops] if ops and med_ops[a] else []
@@ -752,6 +799,8 @@ def summarize(samples: dict[str, list[dict[str, Any]]], baseline: str) -> dict[s
         "median_ratio": med_ratio,
         "ratio_min": rmin,
         "ratio_max": rmax,
+        "ratio_ci": ratio_ci,
+        "verdict": verdict(ratio_ci, baseline),
         "rss_peak_kb": rss,
         "fields_median": fields_med,
         "failures": failures,
@@ -798,8 +847,8 @@ def _instr_note(meta: dict[str, Any]) -> str:
 
 def render_table(result: dict[str, Any]) -> str:
     baseline = result["meta"]["baseline"]
-    header = ["workload", "allocator", "ops/s", f"vs {baseline}", "spread", "peak RSS",
-              "instr/pair", "notes"]
+    header = ["workload", "allocator", "ops/s", f"vs {baseline}", f"{CI_LEVEL:.0%} CI", "spread",
+              "peak RSS", "instr/pair", "notes"]
     rows: list[list[str]] = []
     for wname, w in result["workloads"].items():
         first = True
@@ -813,6 +862,8 @@ def render_table(result: dict[str, Any]) -> str:
                 ops_s += f" ({fails}/{n} failed)"
             elif ops is None:
                 ops_s = f"FAIL ({fails}/{n})"
+            ci = w.get("ratio_ci", {}).get(a)
+            ci_s = "" if a == baseline else "n/a" if ci is None else f"{ci[0]:.2f}..{ci[1]:.2f}"
             spread = ""
             if w["spread"] and w["ratio_min"].get(a) is not None:
                 spread = f"{w['ratio_min'][a]:.2f}..{w['ratio_max'][a]:.2f}"
@@ -827,7 +878,7 @@ def render_table(result: dict[str, Any]) -> str:
             if "rss_peak_kb" in fm and wname == "footprint":
                 notes.append(f"VmHWM {_fmt_kb(fm['rss_peak_kb'])}")
             rows.append([wname if first else "", a, ops_s,
-                         "-" if ratio is None else f"{ratio:.2f}x", spread,
+                         "-" if ratio is None else f"{ratio:.2f}x", ci_s, spread,
                          _fmt_kb(w["rss_peak_kb"].get(a)), instr, ", ".join(notes)])
             first = False
     gm = result.get("geomean_ratio", {})
@@ -835,11 +886,11 @@ def render_table(result: dict[str, Any]) -> str:
     for a in result["meta"]["allocator_names"]:
         g = gm.get(a)
         rows.append(["geomean" if a == result["meta"]["allocator_names"][0] else "", a, "",
-                     "-" if g is None else f"{g:.2f}x", "", "", "", ""])
+                     "-" if g is None else f"{g:.2f}x", "", "", "", "", ""])
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
 
     def line(r: list[str]) -> str:
-        cells = [c.rjust(widths[i]) if i in (2, 3, 4, 5, 6) else c.ljust(widths[i])
+        cells = [c.rjust(widths[i]) if i in (2, 3, 4, 5, 6, 7) else c.ljust(widths[i])
                  for i, c in enumerate(r)]
         return "  ".join(cells).rstrip()
 
@@ -855,8 +906,34 @@ def render_table(result: dict[str, Any]) -> str:
                + f"; ratio = median of paired ratios to {baseline}; "
                f"peak RSS from {meta['rss_source']}"
                + (f"; instr/pair: {_instr_note(meta)}" if counted else "")
-               + (f"; scale {meta['scale']:g}" if meta["scale"] != 1.0 else ""))
+               + (f"; scale {meta['scale']:g}" if meta["scale"] != 1.0 else "")
+               + f"; {CI_LEVEL:.0%} CI: of the median paired ratio (order statistics)")
+    out.append("")
+    out += render_verdicts(result)
     return "\n".join(out)
+
+
+def render_verdicts(result: dict[str, Any]) -> list[str]:
+    """One line per workload: where the baseline stands against the others, by the confidence
+    intervals (a difference inside the run-to-run noise is a tie, not a win)."""
+    baseline = result["meta"]["baseline"]
+    out = [f"{baseline} against the others ({CI_LEVEL:.0%} CI of the paired ratio "
+           f"below 1: ahead; above 1: behind; holding 1: tie):"]
+    width = max((len(n) for n in result["workloads"]), default=0)
+    for wname, w in result["workloads"].items():
+        v = verdict(w.get("ratio_ci", {}), baseline)
+        parts = []
+        if v["ahead_of"]:
+            everyone = not (v["tie_with"] or v["behind"] or v["undecided"])
+            parts.append("ahead of " + ("every other" if everyone else ", ".join(v["ahead_of"])))
+        for key, label in (("tie_with", "tie with"), ("behind", "behind"),
+                           ("undecided", "too few runs for")):
+            if v[key]:
+                parts.append(f"{label} " + ", ".join(
+                    a + ("" if key == "undecided" else
+                         " ({0:.2f}..{1:.2f})".format(*w["ratio_ci"][a])) for a in v[key]))
+        out.append(f"  {wname.ljust(width)}  {'; '.join(parts) or '-'}")
+    return out
 
 
 def write_plot(result: dict[str, Any], path: Path) -> None:
@@ -879,9 +956,10 @@ def write_plot(result: dict[str, Any], path: Path) -> None:
             wd = result["workloads"][w]
             y = wd["median_ratio"].get(a) or 0.0
             ys.append(y)
-            # error bar: min..max of the paired ratios
-            lo.append(max(0.0, y - (wd["ratio_min"].get(a) or y)))
-            hi.append(max(0.0, (wd["ratio_max"].get(a) or y) - y))
+            # error bar: the confidence interval of the median ratio (none for the baseline)
+            ci = wd.get("ratio_ci", {}).get(a) or (y, y)
+            lo.append(max(0.0, y - ci[0]))
+            hi.append(max(0.0, ci[1] - y))
         xs = [j + (i - (n - 1) / 2) * width for j in range(len(workloads))]
         ax.bar(xs, ys, width, label=a, yerr=[lo, hi], capsize=2,
                error_kw={"elinewidth": 0.8, "alpha": 0.7})
@@ -900,7 +978,8 @@ def write_plot(result: dict[str, Any], path: Path) -> None:
     ax.set_xticks(range(len(workloads)))
     ax.set_xticklabels(workloads, rotation=45, ha="right")
     ax.set_ylabel(f"ops/s relative to {result['meta']['baseline']} (median)")
-    ax.set_title("hzgen bench (higher is better; whiskers: min..max of paired ratios)")
+    ax.set_title(f"hzgen bench (higher is better; whiskers: {CI_LEVEL:.0%} confidence "
+                 "interval of the median)")
     ax.legend(fontsize="small", ncol=min(n, 5))
     fig.tight_layout()
     fig.savefig(str(path), format="png", dpi=100)
@@ -923,9 +1002,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(" + ", ".join(v.name for v in VARIANTS if v.real) + "), `all` "
                              "for everything); default: the suite: "
                              + ", ".join(v.name for v in SUITE))
-    parser.add_argument("--pairs", type=int, default=5, metavar="N",
+    parser.add_argument("--pairs", type=int, default=6, metavar="N",
                         help="runs per allocator and workload, alternating allocators "
-                             "(default: 5; " + ", ".join(v.name for v in VARIANTS if v.pair_factor > 1)
+                             "(default: 6, the fewest with a 95%% confidence interval; "
+                             + ", ".join(v.name for v in VARIANTS if v.pair_factor > 1)
                              + " run 2N)")
     parser.add_argument("--json", default=None, metavar="FILE",
                         help="write raw samples and medians as JSON")
@@ -933,6 +1013,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write a PNG bar chart of the ratios (needs matplotlib)")
     parser.add_argument("--baseline", default=None, metavar="NAME",
                         help="allocator the ratios are relative to (default: the first spec)")
+    parser.add_argument("--from", dest="from_json", nargs="+", default=None, metavar="JSON",
+                        help="run nothing: report the runs saved by --json in these files "
+                             "(several files: their runs pooled, pair by pair) as a table, "
+                             "and with --json/--plot write them out again")
     # Hidden: shrink every workload (tests); per-run timeout in seconds.
     parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, default=600.0, help=argparse.SUPPRESS)
@@ -951,21 +1035,7 @@ def run(args: argparse.Namespace, *, build_spec: Optional[Callable[[Any], Any]] 
         return 130
 
 
-def _run(args: argparse.Namespace, build_spec: Optional[Callable[[Any], Any]]) -> int:
-    # ---- validate input before doing anything expensive
-    variants = runnable_variants(select_variants(getattr(args, "workloads", None)))
-    peer_names = parse_peer_list(getattr(args, "peers", None))
-    pairs = getattr(args, "pairs", 5)
-    if pairs is None or pairs < 1:
-        raise BenchError("--pairs must be at least 1")
-    scale = float(getattr(args, "scale", 1.0) or 1.0)
-    if not (scale > 0 and math.isfinite(scale)):
-        raise BenchError("--scale must be a positive number")
-    timeout = float(getattr(args, "timeout", 600.0) or 600.0)
-    spec_paths = [Path(s) for s in (getattr(args, "specs", None) or [])] or [DEFAULT_SPEC]
-    for p in spec_paths:
-        if not p.is_file():
-            raise BenchError(f"spec not found: {p}")
+def _output_paths(args: argparse.Namespace) -> tuple[Optional[Path], Optional[Path]]:
     json_path = Path(args.json) if getattr(args, "json", None) else None
     plot_path = Path(args.plot) if getattr(args, "plot", None) else None
     for p in (json_path, plot_path):
@@ -976,6 +1046,104 @@ def _run(args: argparse.Namespace, build_spec: Optional[Callable[[Any], Any]]) -
 
         if importlib.util.find_spec("matplotlib") is None:
             raise BenchError("--plot needs matplotlib, which is not installed (pip install matplotlib)")
+    return json_path, plot_path
+
+
+def _read_result(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise BenchError(f"cannot read {path}: {e.strerror or e}")
+    except ValueError as e:
+        raise BenchError(f"{path} is not JSON: {e}")
+    try:
+        if data.get("version") != 1:
+            raise BenchError(f"{path}: not a result file of hzgen bench --json (version 1)")
+        for w in data["workloads"].values():
+            for samples in w["samples"].values():
+                for x in samples:
+                    if x["ok"] and not isinstance(x["ops_per_sec"], (int, float)):
+                        raise KeyError("ops_per_sec")
+        data["meta"]["allocator_names"], data["meta"]["pairs"]
+    except (AttributeError, KeyError, TypeError) as e:
+        raise BenchError(f"{path}: not a result file of hzgen bench --json (missing {e})")
+    return data
+
+
+def pool_results(paths: list[Path], baseline: Optional[str]) -> dict[str, Any]:
+    """The runs of saved results, pooled pair by pair (each file's runs alternate the same
+    allocators), summarized again, so tables written before a statistic existed get it too."""
+    results = [_read_result(p) for p in paths]
+    first = results[0]
+    names = first["meta"]["allocator_names"]
+    for p, r in zip(paths[1:], results[1:]):
+        if r["meta"]["allocator_names"] != names:
+            raise BenchError(f"{p} measured {', '.join(r['meta']['allocator_names'])}, "
+                             f"{paths[0]} measured {', '.join(names)}: cannot pool them")
+    baseline = baseline or first["meta"]["baseline"]
+    if baseline not in names:
+        raise BenchError(f"unknown baseline {baseline!r}; allocators: {', '.join(names)}")
+    workloads: dict[str, Any] = {}
+    for r in results:
+        for wname, w in r["workloads"].items():
+            if wname not in workloads:
+                workloads[wname] = {k: v for k, v in w.items() if k != "samples"}
+                workloads[wname]["samples"] = {a: [] for a in names}
+                workloads[wname]["runs"] = 0
+            pooled = workloads[wname]
+            pooled["runs"] += w["runs"]
+            for a in names:
+                pooled["samples"][a] += w["samples"].get(a, [])
+            if any(v is not None for v in w.get("instructions_per_pair", {}).values()):
+                pooled["instructions_per_pair"] = w["instructions_per_pair"]
+    for w in workloads.values():
+        w.update(summarize(w["samples"], baseline))
+    meta = dict(first["meta"], baseline=baseline,
+                pairs=sum(r["meta"]["pairs"] for r in results))
+    if len(paths) > 1:
+        meta["pooled_from"] = [str(p) for p in paths]
+    return {"version": 1, "meta": meta, "allocators": first.get("allocators", []),
+            "workloads": workloads, "geomean_ratio": geomean_ratios(workloads, names)}
+
+
+def geomean_ratios(workloads: dict[str, Any], names: list[str]) -> dict[str, Optional[float]]:
+    return {a: geomean([w["median_ratio"][a] for w in workloads.values()
+                        if w["median_ratio"].get(a) is not None])
+            for a in names}
+
+
+def report(result: dict[str, Any], json_path: Optional[Path], plot_path: Optional[Path]) -> None:
+    print(render_table(result))
+    sys.stdout.flush()
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=1, sort_keys=False) + "\n")
+    if plot_path is not None:
+        write_plot(result, plot_path)
+
+
+def _run(args: argparse.Namespace, build_spec: Optional[Callable[[Any], Any]]) -> int:
+    if getattr(args, "from_json", None):
+        if getattr(args, "specs", None):
+            raise BenchError("--from reports saved runs: it takes no SPEC")
+        json_path, plot_path = _output_paths(args)
+        report(pool_results([Path(p) for p in args.from_json], getattr(args, "baseline", None)),
+               json_path, plot_path)
+        return EXIT_OK
+    # ---- validate input before doing anything expensive
+    variants = runnable_variants(select_variants(getattr(args, "workloads", None)))
+    peer_names = parse_peer_list(getattr(args, "peers", None))
+    pairs = getattr(args, "pairs", 6)
+    if pairs is None or pairs < 1:
+        raise BenchError("--pairs must be at least 1")
+    scale = float(getattr(args, "scale", 1.0) or 1.0)
+    if not (scale > 0 and math.isfinite(scale)):
+        raise BenchError("--scale must be a positive number")
+    timeout = float(getattr(args, "timeout", 600.0) or 600.0)
+    spec_paths = [Path(s) for s in (getattr(args, "specs", None) or [])] or [DEFAULT_SPEC]
+    for p in spec_paths:
+        if not p.is_file():
+            raise BenchError(f"spec not found: {p}")
+    json_path, plot_path = _output_paths(args)
 
     # ---- build
     if build_spec is None:
@@ -1071,18 +1239,8 @@ def _run(args: argparse.Namespace, build_spec: Optional[Callable[[Any], Any]]) -
         "allocators": [a.to_json() for a in allocators],
         "workloads": workloads,
     }
-    result["geomean_ratio"] = {
-        a: geomean([w["median_ratio"][a] for w in workloads.values()
-                    if w["median_ratio"].get(a) is not None])
-        for a in names
-    }
-
-    print(render_table(result))
-    sys.stdout.flush()
-    if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=1, sort_keys=False) + "\n")
-    if plot_path is not None:
-        write_plot(result, plot_path)
+    result["geomean_ratio"] = geomean_ratios(workloads, names)
+    report(result, json_path, plot_path)
     if any_failure:
         print("hzgen bench: some runs failed (see above)", file=sys.stderr)
         return EXIT_FAIL

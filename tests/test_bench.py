@@ -186,6 +186,9 @@ def test_suite_end_to_end(tmp_path, spec_file, private_build_dir, monkeypatch, c
         assert any(line.startswith(name + " ") for line in captured.out.splitlines()), name
     assert "fakespec" in captured.out and "glibc" in captured.out
     assert "geomean" in captured.out
+    # one run per allocator: no confidence interval, so no verdict either
+    assert "95% CI" in captured.out
+    assert "  tiny16     too few runs for glibc" in captured.out
 
     data = json.loads(out_json.read_text())
     assert data["meta"]["baseline"] == "fakespec"
@@ -404,6 +407,106 @@ def test_summary_uses_paired_ratios():
     assert (sm["ratio_min"]["base"], sm["ratio_max"]["base"]) == (1.0, 2.0)
     assert sm["failures"] == {"base": 0, "other": 1}
     assert sm["fields_median"]["base"]["rss_after_free_kb"] == 100.0
+
+
+def test_median_ci_is_the_order_statistic_interval():
+    xs = [9.0, 1.0, 8.0, 2.0, 7.0, 3.0, 6.0, 4.0, 5.0]
+    # n = 9: 2nd smallest .. 2nd largest; misses the median when 0 or 1 of 9 fall below it
+    assert bench.median_ci(xs) == (2.0, 8.0, pytest.approx(1 - 2 * 10 / 512))
+    assert bench.median_ci(xs[:6]) == (1.0, 9.0, pytest.approx(1 - 2 / 64))   # min..max
+    assert bench.median_ci(xs[:5]) is None       # min..max covers only 93.75%
+    assert bench.median_ci([]) is None
+
+
+def test_median_ci_covers_the_true_median_as_often_as_it_says():
+    import random
+
+    rnd = random.Random(7)
+    for n in (6, 9, 18):
+        trials, hits, said = 4000, 0, None
+        for _ in range(trials):
+            # skewed, like run times: lognormal with median exp(0) = 1
+            ci = bench.median_ci([rnd.lognormvariate(0.0, 0.5) for _ in range(n)])
+            assert ci is not None
+            hits += ci[0] <= 1.0 <= ci[1]
+            said = ci[2]
+        assert said >= bench.CI_LEVEL
+        assert abs(hits / trials - said) < 0.015, (n, hits / trials, said)
+
+
+def test_verdict_from_the_intervals():
+    v = bench.verdict({"base": None, "slow": [0.5, 0.9], "same": [0.9, 1.1],
+                       "fast": [1.05, 1.3], "few": None}, "base")
+    assert v == {"ahead_of": ["slow"], "tie_with": ["same"], "behind": ["fast"],
+                 "undecided": ["few"]}
+
+
+def _saved_result(ratios: dict[str, list[float]], workload: str = "tiny16") -> dict:
+    """A result file like --json writes, with paired runs at the given ratios to `base`."""
+    n = len(next(iter(ratios.values())))
+    names = ["base"] + list(ratios)
+    samples = {"base": [{"ok": True, "ops_per_sec": 100.0, "rss_kb": 1000} for _ in range(n)]}
+    for a, rs in ratios.items():
+        samples[a] = [{"ok": True, "ops_per_sec": 100.0 * r, "rss_kb": 1000} for r in rs]
+    return {"version": 1,
+            "meta": {"baseline": "base", "allocator_names": names, "pairs": n, "scale": 1.0,
+                     "rss_source": "wait4 ru_maxrss"},
+            "allocators": [],
+            "workloads": {workload: {"program": "tiny", "args": [], "runs": n, "spread": False,
+                                     "instructions": False, "samples": samples,
+                                     "instructions_per_pair": {}}}}
+
+
+def test_from_reports_and_pools_saved_runs(tmp_path, capsys):
+    a = tmp_path / "a.json"
+    b = tmp_path / "b.json"
+    a.write_text(json.dumps(_saved_result({"peer": [0.8, 0.9, 0.85], "twin": [1.0, 0.9, 1.1]})))
+    b.write_text(json.dumps(_saved_result({"peer": [0.7, 0.95, 0.9], "twin": [1.05, 0.95, 1.0]})))
+    assert bench.run(parse(["--from", str(a)])) == 0
+    out = capsys.readouterr().out
+    assert "too few runs for peer, twin" in out      # 3 pairs: no 95% interval
+    pooled = tmp_path / "pooled.json"
+    assert bench.run(parse(["--from", str(a), str(b), "--json", str(pooled)])) == 0
+    out = capsys.readouterr().out
+    data = json.loads(pooled.read_text())
+    w = data["workloads"]["tiny16"]
+    assert w["runs"] == 6 and len(w["samples"]["peer"]) == 6
+    assert w["ratio_ci"]["peer"] == [pytest.approx(0.7), pytest.approx(0.95)]   # min..max of 6
+    assert w["verdict"] == {"ahead_of": ["peer"], "tie_with": ["twin"], "behind": [],
+                            "undecided": []}
+    assert data["meta"]["pairs"] == 6 and data["meta"]["pooled_from"] == [str(a), str(b)]
+    assert "tiny16  ahead of peer; tie with twin (0.90..1.10)" in out
+    assert "0.70..0.95" in out
+    # a different baseline turns the ratios around
+    assert bench.run(parse(["--from", str(pooled), "--baseline", "peer"])) == 0
+    assert "tiny16  tie with twin (1.00..1.50); behind base (1.05..1.43)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read"),
+    ("{not json", "is not JSON"),
+    ('{"version": 1, "workloads": {}}', "not a result file"),
+    ('{"version": 7}', "not a result file"),
+    ("[1, 2]", "not a result file"),
+])
+def test_from_bad_files_exit_2(tmp_path, capsys, content, message):
+    f = tmp_path / "r.json"
+    if content is not None:
+        f.write_text(content)
+    assert bench.run(parse(["--from", str(f)])) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_from_refuses_to_pool_different_allocators(tmp_path, capsys):
+    a = tmp_path / "a.json"
+    b = tmp_path / "b.json"
+    a.write_text(json.dumps(_saved_result({"peer": [0.8] * 6})))
+    b.write_text(json.dumps(_saved_result({"other": [0.8] * 6})))
+    assert bench.run(parse(["--from", str(a), str(b)])) == 2
+    assert "cannot pool them" in capsys.readouterr().err
+    assert bench.run(parse(["--from", str(a), "--baseline", "nope"])) == 2
+    assert "unknown baseline 'nope'" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------
