@@ -163,7 +163,8 @@ def resolve(spec: Spec) -> Model:
     units = segment // slab
     header_bytes = HEADER_FIXED_BYTES + units * UNIT_META_BYTES
     if d["checks"]["double_free"]:
-        header_bytes += units * (slab // sc["quantum"] // 8)
+        # live bits of the double-free check: whole 64-bit words per unit
+        header_bytes += units * 8 * -(-(slab // sc["quantum"]) // 64)
     header_units = -(-header_bytes // slab)
     usable = units - header_units
     if usable < 1:

@@ -142,7 +142,7 @@ TIER_OPTIONS: list[Option] = [
            "max(1, max_bytes / S) blocks (0: no budget, `capacity` for every class).",
            lo=0, hi=1 << 30),
     Option("sll", SECTION, None, "Intrusive singly-linked free list per class."),
-    Option("sll.capacity", INT, 256, "Blocks per class.", lo=1, hi=65536),
+    Option("sll.capacity", INT, 256, "Blocks per class.", lo=1, hi=65535),
     Option("sll.refill_batch", INT, 32, "Blocks moved in on a miss.", lo=1, hi=4096),
     Option("sll.drain_batch", INT, 64, "Blocks moved out when full.", lo=1, hi=4096),
     Option("sll.max_bytes", SIZE, 0, "Per-class byte budget, as for ring.", lo=0, hi=1 << 30),

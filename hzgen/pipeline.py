@@ -31,7 +31,7 @@ def render_spec(path: str | Path) -> tuple[Model, dict[str, str]]:
 
 def build_spec(path: str | Path, root: str | Path | None = None) -> Built:
     """Validate, render into <root>/generated/<name>/, compile into <root>/build/<name>/."""
-    root = Path(root) if root else Path.cwd()
+    root = Path(root).resolve() if root else Path.cwd()   # the library's path is printed whole
     m, files = render_spec(path)
     gen = root / "generated" / m.name
     write_tree(files, gen)

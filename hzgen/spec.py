@@ -55,6 +55,9 @@ class Spec:
 
 # ---------------------------------------------------------------- YAML with positions
 
+MAX_SPEC_VALUES = 100_000   # a real spec has a few hundred
+MAX_SPEC_DEPTH = 32         # and nests five deep
+
 def _read_yaml(path: Path, shown: str) -> tuple[Any, dict]:
     try:
         text = path.read_text()
@@ -64,6 +67,8 @@ def _read_yaml(path: Path, shown: str) -> tuple[Any, dict]:
         raise SpecError([f"{shown}:1:1: cannot read spec: {e}"])
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:   # PyYAML composes recursively
+        raise SpecError([f"{shown}:1:1: the spec is nested too deeply"])
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -76,7 +81,16 @@ def _read_yaml(path: Path, shown: str) -> tuple[Any, dict]:
     constructor = yaml.SafeLoader("")
     problems: list[str] = []
 
+    budget = [MAX_SPEC_VALUES]
+
     def convert(n, keypath):
+        # aliases expand here: bound the values and the depth, so a small file with nested
+        # aliases (a "billion laughs") is an error, not an exhausted machine
+        budget[0] -= 1
+        if budget[0] < 0 or len(keypath) > MAX_SPEC_DEPTH:
+            raise SpecError([f"{shown}:{n.start_mark.line + 1}:{n.start_mark.column + 1}: the spec "
+                             f"is too large or too deep once its aliases are expanded (at most "
+                             f"{MAX_SPEC_VALUES} values, nested {MAX_SPEC_DEPTH} deep)"])
         where[keypath] = Where(shown, n.start_mark.line + 1, n.start_mark.column + 1)
         if isinstance(n, yaml.MappingNode):
             out = {}

@@ -37,6 +37,52 @@ def test_build_last_line_is_the_preload_library(tmp_path):
     assert "hz_default_malloc" in exported and "malloc" not in exported
 
 
+def test_build_prints_an_absolute_path_for_a_relative_root(tmp_path):
+    r = hzgen("build", str(REPO / "specs" / "single-thread.yaml"), "--root", "rel", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lib = Path(r.stdout.strip().splitlines()[-1])
+    assert lib == tmp_path / "rel" / "build" / "single_thread" / "libhz_single_thread.so"
+    assert lib.is_file()
+
+
+def test_a_spec_path_cannot_write_c(tmp_path):
+    """The spec's path goes into every file's comment: a path that closes the comment stays
+    inside it (before: the text after `*/` was compiled)."""
+    odd = tmp_path / "x*/ int hz_injected = 42; /*y"
+    odd.mkdir(parents=True)
+    spec = odd / "s.yaml"
+    spec.write_text((REPO / "specs" / "single-thread.yaml").read_text().replace(
+        "extends: default.yaml", f"extends: {REPO / 'specs' / 'default.yaml'}"))
+    r = hzgen("build", str(spec), "--root", str(tmp_path / "root"))
+    assert r.returncode == 0, r.stderr
+    lib = Path(r.stdout.strip().splitlines()[-1])
+    syms = subprocess.run(["nm", str(lib)], capture_output=True, text=True).stdout
+    assert "hz_injected" not in syms
+    head = (tmp_path / "root" / "generated" / "single_thread" / "hz_config.h").read_text()
+    first_comment = head[:head.index("*/") + 2]
+    assert "hz_injected" in first_comment and first_comment.count("/*") == 1
+
+
+def test_alias_bombs_and_deep_nesting_are_spec_errors(tmp_path):
+    """A spec is small: nested aliases that expand to millions of values, or nesting
+    thousands deep, are an error with a position, never a hang or a traceback."""
+    bomb = tmp_path / "bomb.yaml"
+    lines = ["name: bomb", "a: &a [1]"]
+    for prev, cur in zip("abcdefghij", "bcdefghijk"):
+        lines.append(f"{cur}: &{cur} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    bomb.write_text("\n".join(lines) + "\n")
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("name: deep\nfoo: " + "[" * 5000 + "]" * 5000 + "\n")
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("name: n\nfoo: " + "[" * 100 + "]" * 100 + "\n")
+    for f, words in ((bomb, "too large or too deep"), (deep, "nested too deeply"),
+                     (nested, "too large or too deep")):
+        r = hzgen("validate", str(f))
+        assert r.returncode == 2, (f, r.stderr)
+        assert words in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.startswith(str(f) + ":"), r.stderr
+
+
 def test_classes_prints_the_table():
     r = hzgen("classes", "specs/default.yaml")
     assert r.returncode == 0

@@ -51,6 +51,19 @@ static int hz_heap_key_ready(void)
   return st == 2;
 }
 
+/* glibc's list of per-thread destructors (C++ thread_local's): the fallback when no pthread key
+ * could be had (a program or library took all PTHREAD_KEYS_MAX before us), so a thread's heap
+ * still goes back at its exit */
+extern int __cxa_thread_atexit_impl(void (*fn)(void *), void *obj, void *dso) __attribute__((weak));
+extern void *__dso_handle;
+
+/* h is the calling thread's: hand it back when the thread exits */
+static void hz_heap_on_exit(hz_heap *h)
+{
+  if (hz_heap_key_ready()) pthread_setspecific(hz_heap_key, h);
+  else if (__cxa_thread_atexit_impl) __cxa_thread_atexit_impl(hz_thread_exit, h, &__dso_handle);  /* allocates: h is set */
+}
+
 /* take an abandoned heap (exclusively), or NULL */
 static hz_heap *hz_abandoned_pop(void)
 {
@@ -76,7 +89,7 @@ HZ_COLD hz_heap *hz_heap_acquire(void)
   }
   h->state = HZ_HEAP_LIVE;
   hz_tls_heap = h;
-  if (hz_heap_key_ready()) pthread_setspecific(hz_heap_key, h);
+  hz_heap_on_exit(h);
   return h;
 }
 
@@ -144,6 +157,7 @@ static void hz_fork_child(void)
 __attribute__((constructor)) static void hz_init(void)
 {
   pthread_atfork(hz_fork_prepare, hz_fork_parent, hz_fork_child);
+  hz_heap_key_ready();   /* now, before the program can take every key (if no malloc did yet) */
   const char *off = getenv("HZ_PURGE_THREAD");   /* `0`: no thread of ours (e.g. for unshare) */
   if (off && off[0] == '0') {
     hz_purger_off = 1;

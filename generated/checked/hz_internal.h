@@ -61,7 +61,7 @@ _Static_assert(sizeof(hz_slab) == 128, "slab metadata must stay 128 bytes");
 
 enum { HZ_UNIT_CLEAN = 0, HZ_UNIT_USED = 1, HZ_UNIT_DIRTY = 2, HZ_UNIT_PURGING = 3 };
 #define HZ_SEGMENT_MAGIC 0x687a5365676d656eull
-#define HZ_LIVE_WORDS_PER_UNIT (HZ_SLAB_SIZE / HZ_QUANTUM / 64u)
+#define HZ_LIVE_WORDS_PER_UNIT ((HZ_SLAB_SIZE / HZ_QUANTUM + 63u) / 64u)   /* a live bit per block */
 
 typedef struct hz_segment {
   uint64_t magic;
@@ -154,6 +154,9 @@ static void hz_maybe_purge(void);
 static void *hz_large_alloc(size_t n, size_t align);
 static uint64_t hz_large_cache_decay(uint64_t now);
 static int hz_large_cache_empty(void);
+static int hz_large_cache_waiting(void);
+static void hz_large_cache_decay_inline(uint64_t now);
+static int hz_large_cache_flush(void);
 static void hz_invalid_free(const void *p, const char *why);
 static void hz_stats_fork_child(void);
 static hz_heap hz_empty_heap;   /* every thread's heap until it allocates: all tiers empty */

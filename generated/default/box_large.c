@@ -29,12 +29,13 @@ static size_t hz_segment_round(size_t n) { return (n + HZ_SEGMENT_SIZE - 1) & ~(
 typedef struct {
   char *map;
   size_t len, touched;
-  uint64_t freed_ms;   /* the purger unmaps it delay_ms later */
+  uint64_t freed_ms;   /* unmapped delay_ms later (by the purger, or by a slow path without it) */
 } hz_large_entry;
 static hz_lock hz_large_lock;
 static hz_large_entry hz_large_cache[HZ_LARGE_CACHE_ENTRIES];   /* oldest first */
 static unsigned hz_large_cached;
 static size_t hz_large_cached_bytes;     /* touched bytes: what the cache may keep resident */
+static _Atomic(uint64_t) hz_large_due_ms = UINT64_MAX;   /* when the oldest entry is due */
 
 /* entries [at, at + n) leave the cache (lock held; the caller has copied what it needs) */
 static void hz_large_cache_drop(unsigned at, unsigned n)
@@ -42,6 +43,39 @@ static void hz_large_cache_drop(unsigned at, unsigned n)
   for (unsigned i = at; i < at + n; i++) hz_large_cached_bytes -= hz_large_cache[i].touched;
   hz_large_cached -= n;
   memmove(&hz_large_cache[at], &hz_large_cache[at + n], (hz_large_cached - at) * sizeof hz_large_cache[0]);
+  atomic_store_explicit(&hz_large_due_ms, hz_large_cached ? hz_large_cache[0].freed_ms + HZ_PURGE_DELAY_MS
+                                                         : UINT64_MAX, memory_order_relaxed);
+}
+
+/* malloc_trim: every cached mapping goes back now (under the lock: a fork sees each one either
+ * cached or gone); returns 1 if there was one */
+static int hz_large_cache_flush(void)
+{
+  hz_lock_acquire(&hz_large_lock);
+  unsigned n = hz_large_cached;
+  for (unsigned i = 0; i < n; i++) hz_os_unmap(hz_large_cache[i].map, hz_large_cache[i].len);
+  hz_large_cache_drop(0, n);
+  hz_lock_release(&hz_large_lock);
+  return n != 0;
+}
+
+/* something cached waits to go back (hz_maybe_purge's quick test) */
+static int hz_large_cache_waiting(void)
+{
+  return atomic_load_explicit(&hz_large_due_ms, memory_order_relaxed) != UINT64_MAX;
+}
+
+/* no purger (yet): a slow path unmaps the mappings freed delay_ms ago or earlier, as it
+ * returns dirty slabs (hz_maybe_purge) */
+static void hz_large_cache_decay_inline(uint64_t now)
+{
+  if (now < atomic_load_explicit(&hz_large_due_ms, memory_order_relaxed)) return;
+  hz_lock_acquire(&hz_large_lock);
+  unsigned due = 0;
+  for (; due < hz_large_cached && hz_large_cache[due].freed_ms + HZ_PURGE_DELAY_MS <= now; due++)
+    hz_os_unmap(hz_large_cache[due].map, hz_large_cache[due].len);
+  hz_large_cache_drop(0, due);
+  hz_lock_release(&hz_large_lock);
 }
 
 /* a freed reservation (touched: its resident bytes) leaves: unmapped by the purger when it runs
@@ -105,6 +139,7 @@ static void hz_large_cache_put(char *map, size_t len, size_t touched)
   };
   hz_large_cached++;
   hz_large_cached_bytes += touched;
+  if (hz_large_cached == 1) atomic_store_explicit(&hz_large_due_ms, now + HZ_PURGE_DELAY_MS, memory_order_relaxed);
   /* this much idle memory asks for the purger, which returns it delay_ms after the free */
   if (hz_large_cached_bytes > ((size_t)HZ_MAX_DIRTY_UNITS << HZ_SLAB_SHIFT)) hz_purger_want();
   hz_lock_release(&hz_large_lock);
@@ -150,11 +185,12 @@ static hz_large *hz_large_of(const void *p, unsigned kind)
   return (L->magic == HZ_LARGE_MAGIC && L->user == (const char *)p) ? L : NULL;
 }
 
-/* pages a block no longer needs go back when they are many (a few MiB: smaller tails are
- * likely to be touched again by the next growth) */
-static void hz_large_trim(hz_large *L, size_t need)
+/* pages past `need` go back when they are more than a quarter of a segment and more than
+ * `slack` (a smaller tail is likely to be touched again by the next growth) */
+static void hz_large_trim(hz_large *L, size_t need, size_t slack)
 {
-  if (L->touched > need + 2 * HZ_SEGMENT_SIZE && L->touched > 2 * need) {
+  size_t spare = L->touched > need ? L->touched - need : 0;
+  if (spare > HZ_SEGMENT_SIZE / 4 && spare > slack) {
     hz_os_purge(L->map + need, L->touched - need);
     L->touched = need;
   }
@@ -173,8 +209,10 @@ static void *hz_large_alloc(size_t n, size_t align)
   int dirty = 0;
   unsigned kind;
   if (align <= HZ_SEGMENT_SIZE / 2) {
+    /* every block is quantum-aligned, a large one too (the header takes the space before) */
     size_t off = align > HZ_LARGE_HDR ? align : HZ_LARGE_HDR;
-    size_t need = hz_page_round(off + n);
+    if (off < HZ_QUANTUM) off = HZ_QUANTUM;
+    size_t need = hz_page_round(off + (n ? n : 1));   /* even a 0-byte block has a byte */
     reserve = hz_segment_round(need);
     map = NULL;
     hz_large_entry got;
@@ -187,7 +225,9 @@ static void *hz_large_alloc(size_t n, size_t align)
     L->usable = need - off;
     L->touched = touched > need ? touched : need;
     kind = HZ_KIND_LARGE;
-    if (dirty) hz_large_trim(L, need);
+    /* a cached block serving a smaller request keeps up to four times the request resident
+     * (realloc growth reuses it; realloc's doubling loop: 5x slower when that was a quarter) */
+    if (dirty) hz_large_trim(L, need, 4 * need);
   } else {
     /* huge alignment: the header sits in the page before the (segment-aligned) user pointer;
      * the body covers whole segment granules so no foreign mapping can share the registry entry */
@@ -233,7 +273,7 @@ static void *hz_large_resize(hz_large *L, size_t n)
   size_t off = (size_t)(L->user - L->map);
   size_t need = hz_page_round(off + n);
   if (need <= L->map_len) {
-    hz_large_trim(L, need);
+    hz_large_trim(L, need, need / 4);   /* shrunk on purpose: 8 MiB -> 300 KB keeps 300 KB */
     L->usable = need - off;
     if (need > L->touched) L->touched = need;
     return L->user;
@@ -241,7 +281,9 @@ static void *hz_large_resize(hz_large *L, size_t n)
   size_t old_len = L->map_len, reserve = hz_segment_round(need);
   if (reserve < 2 * old_len) reserve = 2 * old_len;
   char *map = L->map;
+  int saved = errno;   /* a failed in-place attempt must not leave ENOMEM behind a success */
   if (mremap(map, old_len, reserve, 0) == MAP_FAILED) {
+    errno = saved;
     char *to = hz_os_map_aligned(reserve, HZ_SEGMENT_SIZE);
     if (!to) return NULL;
     /* the old range is free the moment mremap returns: its registry entry goes first */

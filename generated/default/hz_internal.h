@@ -145,6 +145,9 @@ static void hz_maybe_purge(void);
 static void *hz_large_alloc(size_t n, size_t align);
 static uint64_t hz_large_cache_decay(uint64_t now);
 static int hz_large_cache_empty(void);
+static int hz_large_cache_waiting(void);
+static void hz_large_cache_decay_inline(uint64_t now);
+static int hz_large_cache_flush(void);
 static void hz_invalid_free(const void *p, const char *why);
 static hz_heap hz_empty_heap;   /* every thread's heap until it allocates: all tiers empty */
 static __thread hz_heap *hz_tls_heap __attribute__((tls_model("initial-exec"))) = &hz_empty_heap;

@@ -390,11 +390,13 @@ static void hz_unmap_doomed(void)
 /* a slow path's chance to return what is due (the purger does it once it runs) */
 static void hz_maybe_purge(void)
 {
-  if (HZ_LIKELY(!atomic_load_explicit(&hz_dirty_total, memory_order_relaxed))) return;
+  const int dirty = atomic_load_explicit(&hz_dirty_total, memory_order_relaxed) != 0;
+  const int cached = hz_large_cache_waiting();
+  if (HZ_LIKELY(!dirty && !cached)) return;
   if (HZ_PURGER_RUNNING()) return;
   uint64_t now = hz_now_ms();
-  if (now < atomic_load_explicit(&hz_next_purge_ms, memory_order_relaxed)) return;
-  hz_purge_due(now);
+  if (cached) hz_large_cache_decay_inline(now);
+  if (dirty && now >= atomic_load_explicit(&hz_next_purge_ms, memory_order_relaxed)) hz_purge_due(now);
 }
 
 /* a run of n free units in seg (only dirty ones: still resident), or 0 (lock held; unit 0 is

@@ -43,6 +43,18 @@ static void hz_large_cache_drop(unsigned at, unsigned n)
   memmove(&hz_large_cache[at], &hz_large_cache[at + n], (hz_large_cached - at) * sizeof hz_large_cache[0]);
 }
 
+/* malloc_trim: every cached mapping goes back now (under the lock: a fork sees each one either
+ * cached or gone); returns 1 if there was one */
+static int hz_large_cache_flush(void)
+{
+  hz_lock_acquire(&hz_large_lock);
+  unsigned n = hz_large_cached;
+  for (unsigned i = 0; i < n; i++) hz_os_unmap(hz_large_cache[i].map, hz_large_cache[i].len);
+  hz_large_cache_drop(0, n);
+  hz_lock_release(&hz_large_lock);
+  return n != 0;
+}
+
 /* a freed reservation (touched: its resident bytes) leaves: unmapped by the purger when it runs
  * (off the free path) */
 static void hz_large_unmap(char *map, size_t len, size_t touched)
@@ -113,11 +125,12 @@ static hz_large *hz_large_of(const void *p, unsigned kind)
   return (L->magic == HZ_LARGE_MAGIC && L->user == (const char *)p) ? L : NULL;
 }
 
-/* pages a block no longer needs go back when they are many (a few MiB: smaller tails are
- * likely to be touched again by the next growth) */
-static void hz_large_trim(hz_large *L, size_t need)
+/* pages past `need` go back when they are more than a quarter of a segment and more than
+ * `slack` (a smaller tail is likely to be touched again by the next growth) */
+static void hz_large_trim(hz_large *L, size_t need, size_t slack)
 {
-  if (L->touched > need + 2 * HZ_SEGMENT_SIZE && L->touched > 2 * need) {
+  size_t spare = L->touched > need ? L->touched - need : 0;
+  if (spare > HZ_SEGMENT_SIZE / 4 && spare > slack) {
     hz_os_purge(L->map + need, L->touched - need);
     L->touched = need;
   }
@@ -136,8 +149,10 @@ static void *hz_large_alloc(size_t n, size_t align)
   int dirty = 0;
   unsigned kind;
   if (align <= HZ_SEGMENT_SIZE / 2) {
+    /* every block is quantum-aligned, a large one too (the header takes the space before) */
     size_t off = align > HZ_LARGE_HDR ? align : HZ_LARGE_HDR;
-    size_t need = hz_page_round(off + n);
+    if (off < HZ_QUANTUM) off = HZ_QUANTUM;
+    size_t need = hz_page_round(off + (n ? n : 1));   /* even a 0-byte block has a byte */
     reserve = hz_segment_round(need);
     map = NULL;
     hz_large_entry got;
@@ -150,7 +165,9 @@ static void *hz_large_alloc(size_t n, size_t align)
     L->usable = need - off;
     L->touched = touched > need ? touched : need;
     kind = HZ_KIND_LARGE;
-    if (dirty) hz_large_trim(L, need);
+    /* a cached block serving a smaller request keeps up to four times the request resident
+     * (realloc growth reuses it; realloc's doubling loop: 5x slower when that was a quarter) */
+    if (dirty) hz_large_trim(L, need, 4 * need);
   } else {
     /* huge alignment: the header sits in the page before the (segment-aligned) user pointer;
      * the body covers whole segment granules so no foreign mapping can share the registry entry */
@@ -196,7 +213,7 @@ static void *hz_large_resize(hz_large *L, size_t n)
   size_t off = (size_t)(L->user - L->map);
   size_t need = hz_page_round(off + n);
   if (need <= L->map_len) {
-    hz_large_trim(L, need);
+    hz_large_trim(L, need, need / 4);   /* shrunk on purpose: 8 MiB -> 300 KB keeps 300 KB */
     L->usable = need - off;
     if (need > L->touched) L->touched = need;
     return L->user;
@@ -204,7 +221,9 @@ static void *hz_large_resize(hz_large *L, size_t n)
   size_t old_len = L->map_len, reserve = hz_segment_round(need);
   if (reserve < 2 * old_len) reserve = 2 * old_len;
   char *map = L->map;
+  int saved = errno;   /* a failed in-place attempt must not leave ENOMEM behind a success */
   if (mremap(map, old_len, reserve, 0) == MAP_FAILED) {
+    errno = saved;
     char *to = hz_os_map_aligned(reserve, HZ_SEGMENT_SIZE);
     if (!to) return NULL;
     /* the old range is free the moment mremap returns: its registry entry goes first */

@@ -292,7 +292,8 @@ HZ_API int HZ_FN(malloc_trim)(size_t pad)
   (void)pad;
   hz_heap *h = HZ_HEAP();
     hz_heap_flush(h);
-  return hz_purge_all();
+  int cached = hz_large_cache_flush();
+  return hz_purge_all() | cached;
 }
 
 HZ_API int HZ_FN(mallopt)(int param, int value) { (void)param; (void)value; return 1; }

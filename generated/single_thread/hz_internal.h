@@ -146,6 +146,7 @@ static uint32_t hz_slab_take(hz_heap *h, uint32_t cls, void **out, uint32_t want
 static void hz_slab_give(hz_heap *h, uint32_t cls, void **blocks, uint32_t n);
 static void hz_maybe_purge(void);
 static void *hz_large_alloc(size_t n, size_t align);
+static int hz_large_cache_flush(void);
 static void hz_invalid_free(const void *p, const char *why);
 static void hz_stats_fork_child(void);
 static hz_heap hz_main_heap;    /* threads: false: one heap, no TLS, not thread-safe */

@@ -297,7 +297,8 @@ HZ_API int HZ_FN(malloc_trim)(size_t pad)
   /* and every abandoned heap (a bounded number of passes: heaps may be adopted meanwhile) */
   for (hz_heap *a = hz_heaps_all; a; a = a->next_all)
     if (!hz_reclaim_abandoned()) break;
-  return hz_purge_all();
+  int cached = hz_large_cache_flush();
+  return hz_purge_all() | cached;
 }
 
 HZ_API int HZ_FN(mallopt)(int param, int value) { (void)param; (void)value; return 1; }

@@ -1,0 +1,129 @@
+/* large_memory.c - what large blocks keep resident, and the edges of their API.
+ *
+ *   large_memory shrink : 16 blocks of 8 MiB, written, then realloc'd down to 300000 B each;
+ *                         prints "shrink: usable_kb=U rss_kb=R" (R with the blocks still live)
+ *   large_memory trim   : 5 blocks of 3 MiB, written and freed (the large cache keeps them),
+ *                         then malloc_trim(0); prints "trim: before_kb=A after_kb=B ret=N"
+ *   large_memory idle   : 5 blocks of 3 MiB, written and freed, then 0.8 s of small bursts
+ *                         whose caches overflow (slow paths, no large block); prints
+ *                         "idle: at_free_kb=A after_kb=B"
+ *   large_memory errno  : large blocks grown by realloc, each past its reservation, errno set
+ *                         to 0 before each call; prints "errno: grown=N dirty=D" (D: successes
+ *                         that left errno set)
+ *   large_memory zero_align : aligned_alloc(A, 0) for A = 128 KiB .. 8 MiB; prints
+ *                         "zero_align: A=U ..." (usable sizes)
+ * Run it under LD_PRELOAD of the library (malloc_trim is the preloaded one).
+ */
+#include <errno.h>
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "hzcheck.h"
+
+#define MIB (1024 * 1024)
+
+static void *touched(size_t n)
+{
+    void *p = malloc(n);
+    if (!p) hz_fail("malloc(%zu) failed", n);
+    return memset(p, 0x5a, n);
+}
+
+static void shrink(void)
+{
+    void *b[16];
+    size_t usable = 0;
+    for (int i = 0; i < 16; i++) b[i] = touched(8 * MIB);
+    for (int i = 0; i < 16; i++) {
+        b[i] = realloc(b[i], 300000);
+        if (!b[i]) hz_fail("realloc down failed");
+        if (((unsigned char *)b[i])[299999] != 0x5a) hz_fail("realloc down lost the contents");
+        usable += malloc_usable_size(b[i]);
+    }
+    printf("shrink: usable_kb=%zu rss_kb=%ld\n", usable / 1024, hz_rss_kb());
+    for (int i = 0; i < 16; i++) free(b[i]);
+}
+
+static void free_five_large(void)
+{
+    void *b[5];
+    for (int i = 0; i < 5; i++) b[i] = touched(3 * MIB);
+    for (int i = 0; i < 5; i++) free(b[i]);
+}
+
+static void trim(void)
+{
+    free_five_large();
+    long before = hz_rss_kb();
+    int ret = malloc_trim(0);
+    printf("trim: before_kb=%ld after_kb=%ld ret=%d\n", before, hz_rss_kb(), ret);
+}
+
+static void idle(void)
+{
+    free_five_large();
+    long at_free = hz_rss_kb();
+    static void *small[1024];
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        for (size_t size = 16; size <= 1024; size *= 2) {   /* overflow each class's caches */
+            for (int i = 0; i < 1024; i++) small[i] = touched(size);
+            for (int i = 0; i < 1024; i++) free(small[i]);
+        }
+        struct timespec nap = {0, 20 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < 800);
+    printf("idle: at_free_kb=%ld after_kb=%ld\n", at_free, hz_rss_kb());
+}
+
+static void grow_errno(void)
+{
+    int grown = 0, dirty = 0;
+    for (int round = 0; round < 4; round++) {
+        char *p = touched(5 * MIB);
+        void *neighbour = touched(5 * MIB);   /* likely mapped right below or above */
+        for (size_t n = 9 * MIB; n <= 72 * MIB; n *= 2) {
+            errno = 0;
+            char *q = realloc(p, n);
+            if (!q) hz_fail("realloc up to %zu failed", n);
+            if (q[5 * MIB - 1] != 0x5a) hz_fail("realloc up lost the contents");
+            p = q;
+            grown++;
+            dirty += errno != 0;
+        }
+        free(p);
+        free(neighbour);
+    }
+    printf("errno: grown=%d dirty=%d\n", grown, dirty);
+}
+
+static void zero_align(void)
+{
+    printf("zero_align:");
+    for (size_t a = 128 * 1024; a <= 8 * MIB; a *= 2) {
+        void *p = aligned_alloc(a, 0);
+        if (!p) hz_fail("aligned_alloc(%zu, 0) failed", a);
+        if ((uintptr_t)p % a) hz_fail("aligned_alloc(%zu, 0) misaligned", a);
+        printf(" %zu=%zu", a, malloc_usable_size(p));
+        free(p);
+    }
+    printf("\n");
+}
+
+int main(int argc, char **argv)
+{
+    hz_prog = "large_memory";
+    const char *mode = argc > 1 ? argv[1] : "";
+    if (!strcmp(mode, "shrink")) shrink();
+    else if (!strcmp(mode, "trim")) trim();
+    else if (!strcmp(mode, "idle")) idle();
+    else if (!strcmp(mode, "errno")) grow_errno();
+    else if (!strcmp(mode, "zero_align")) zero_align();
+    else hz_fail("unknown mode '%s'", mode);
+    return 0;
+}
