@@ -295,3 +295,17 @@ def test_successful_realloc_leaves_errno_alone(built, plain_programs):
 def test_zero_bytes_with_a_large_alignment_is_a_real_block(built, plain_programs):
     r = large_memory(plain_programs, built, "zero_align")
     assert len(r) == 7 and all(usable >= 1 for usable in r.values()), r
+
+
+def test_a_pointer_into_a_large_block_is_never_handed_to_glibc(built, model, plain_programs):
+    """free() of a pointer 5 MiB into a live 16 MiB block: every granule of a large block is in
+    the registry, so it is an invalid free of ours (dropped, or the checked spec's abort naming
+    it), not a foreign pointer (before: glibc's free got it and aborted, or unmapped part of
+    the live block when the bytes in front looked like one of its chunk headers)."""
+    r = subprocess.run([str(plain_programs["large_memory"]), "interior"], capture_output=True,
+                       text=True, env=preload_env(built), timeout=60)
+    if model.checks["invalid_free"]:
+        assert r.returncode != 0 and "free of a pointer inside a large block" in r.stderr, r.stderr
+    else:
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "interior: usable=0 intact=1\n"

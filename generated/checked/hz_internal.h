@@ -78,7 +78,10 @@ typedef struct hz_segment {
 _Static_assert(sizeof(hz_segment) <= HZ_HEADER_UNITS * HZ_SLAB_SIZE, "segment header too large");
 
 /* ---- the registry: what each segment-sized piece of the address space is */
-enum { HZ_KIND_NONE = 0, HZ_KIND_SMALL = 1, HZ_KIND_LARGE = 2, HZ_KIND_LARGE_HI = 3, HZ_KIND_SMALL_ALT = 4 };
+enum { HZ_KIND_NONE = 0, HZ_KIND_SMALL = 1, HZ_KIND_LARGE = 2, HZ_KIND_LARGE_HI = 3, HZ_KIND_SMALL_ALT = 4,
+       HZ_KIND_LARGE_BODY = 5 /* a later granule of a large block: never a foreign pointer */ };
+HZ_INLINE int hz_is_large(unsigned kind)
+{ return kind == HZ_KIND_LARGE || kind == HZ_KIND_LARGE_HI || kind == HZ_KIND_LARGE_BODY; }
 /* Slabs of the first class range live in HZ_KIND_SMALL segments, the other ranges' in
  * HZ_KIND_SMALL_ALT ones: free's inline path serves the first range with no range dispatch,
  * the others take one out-of-line step. */

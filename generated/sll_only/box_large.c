@@ -27,9 +27,11 @@ static _Atomic(uint64_t) hz_large_mapped_count, hz_large_released_count;
 static size_t hz_segment_round(size_t n) { return (n + HZ_SEGMENT_SIZE - 1) & ~(HZ_SEGMENT_SIZE - 1); }
 
 
-/* the header of a large pointer whose registry kind is LARGE or LARGE_HI */
+/* the header of a large pointer (registry kind hz_is_large), or NULL when p is not the pointer
+ * handed out (inside the block) */
 static hz_large *hz_large_of(const void *p, unsigned kind)
 {
+  if (kind == HZ_KIND_LARGE_BODY) return NULL;    /* its granule starts with the program's data */
   uintptr_t base = (uintptr_t)p & ~(HZ_SEGMENT_SIZE - 1);
   hz_large *L = (hz_large *)(kind == HZ_KIND_LARGE ? base : base - HZ_OS_PAGE);
   return (L->magic == HZ_LARGE_MAGIC && L->user == (const char *)p) ? L : NULL;
@@ -44,6 +46,18 @@ static void hz_large_trim(hz_large *L, size_t need, size_t slack)
     hz_os_purge(L->map + need, L->touched - need);
     L->touched = need;
   }
+}
+
+/* the registry entries of L's reservation: `kind` for the granule of its pointer, LARGE_BODY
+ * for every later one (a pointer into the body is never taken for a foreign one and handed to
+ * glibc); HZ_KIND_NONE clears them all */
+static void hz_large_register(const hz_large *L, unsigned kind)
+{
+  char *g = (char *)((uintptr_t)L->user & ~(HZ_SEGMENT_SIZE - 1));
+  const uint8_t body = kind == HZ_KIND_NONE ? HZ_KIND_NONE : HZ_KIND_LARGE_BODY;
+  __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(g)], (uint8_t)kind, __ATOMIC_RELEASE);
+  for (g += HZ_SEGMENT_SIZE; g < L->map + L->map_len; g += HZ_SEGMENT_SIZE)
+    __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(g)], body, __ATOMIC_RELEASE);
 }
 
 static void *hz_large_alloc(size_t n, size_t align)
@@ -98,14 +112,14 @@ static void *hz_large_alloc(size_t n, size_t align)
   L->map = map;
   L->map_len = reserve;
   L->user = user;
-  __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(user)], (uint8_t)kind, __ATOMIC_RELEASE);
+  hz_large_register(L, kind);
   atomic_fetch_add_explicit(&hz_large_mapped_count, 1, memory_order_relaxed);
   return user;
 }
 
 static void hz_large_free(hz_large *L)
 {
-  __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(L->user)], HZ_KIND_NONE, __ATOMIC_RELEASE);
+  hz_large_register(L, HZ_KIND_NONE);
   L->magic = 0;
   atomic_fetch_add_explicit(&hz_large_released_count, 1, memory_order_relaxed);
   hz_os_unmap(L->map, L->map_len);
@@ -132,10 +146,10 @@ static void *hz_large_resize(hz_large *L, size_t n)
     errno = saved;
     char *to = hz_os_map_aligned(reserve, HZ_SEGMENT_SIZE);
     if (!to) return NULL;
-    /* the old range is free the moment mremap returns: its registry entry goes first */
-    __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(map + off)], HZ_KIND_NONE, __ATOMIC_RELEASE);
+    /* the old range is free the moment mremap returns: its registry entries go first */
+    hz_large_register(L, HZ_KIND_NONE);
     if (mremap(map, old_len, reserve, MREMAP_MAYMOVE | MREMAP_FIXED, to) == MAP_FAILED) {
-      __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(map + off)], HZ_KIND_LARGE, __ATOMIC_RELEASE);
+      hz_large_register(L, HZ_KIND_LARGE);
       hz_os_unmap(to, reserve);
       return NULL;
     }
@@ -143,11 +157,11 @@ static void *hz_large_resize(hz_large *L, size_t n)
     L = (hz_large *)to;          /* the header moved with the pages */
     L->map = to;
     L->user = to + off;
-    __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(L->user)], HZ_KIND_LARGE, __ATOMIC_RELEASE);
   } else {
     hz_os_account((ptrdiff_t)reserve - (ptrdiff_t)old_len);
   }
   L->map_len = reserve;
+  hz_large_register(L, HZ_KIND_LARGE);   /* the granules it grew into, or all at its new place */
   L->usable = need - off;
   L->touched = need;
   return L->user;

@@ -127,7 +127,7 @@ HZ_NOINLINE void hz_free_slow(void *p)
   if (!p) return;
   int saved = errno;
   unsigned kind = hz_kind_of(p);
-  if (kind == HZ_KIND_LARGE || kind == HZ_KIND_LARGE_HI) {
+  if (hz_is_large(kind)) {
     hz_large *L = hz_large_of(p, kind);
     if (L) hz_large_free(L);
     else hz_invalid_free(p, "free of a pointer inside a large block");
@@ -151,7 +151,7 @@ static size_t hz_usable_size(void *p)
   if (!p) return 0;
   unsigned kind = hz_kind_of(p);
   if (hz_is_small(kind)) return hz_class_size[hz_slab_of(p)->cls];
-  if (kind == HZ_KIND_LARGE || kind == HZ_KIND_LARGE_HI) {
+  if (hz_is_large(kind)) {
     hz_large *L = hz_large_of(p, kind);
     return L ? L->usable : 0;
   }
@@ -208,7 +208,7 @@ HZ_API void *HZ_FN(realloc)(void *p, size_t n)
     uint32_t cls = hz_slab_of(p)->cls;
     if (n <= HZ_SMALL_MAX && hz_size_class(n) == cls) return p;
     old = hz_class_size[cls];
-  } else if (kind == HZ_KIND_LARGE || kind == HZ_KIND_LARGE_HI) {
+  } else if (hz_is_large(kind)) {
     hz_large *L = hz_large_of(p, kind);
     if (!L) { hz_invalid_free(p, "realloc of a pointer inside a large block"); errno = EINVAL; return NULL; }
     if (n > HZ_SMALL_MAX) {

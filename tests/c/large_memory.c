@@ -12,6 +12,9 @@
  *                         that left errno set)
  *   large_memory zero_align : aligned_alloc(A, 0) for A = 128 KiB .. 8 MiB; prints
  *                         "zero_align: A=U ..." (usable sizes)
+ *   large_memory interior : free() of a pointer 5 MiB into a live 16 MiB block, then its usable
+ *                         size; the block must stay intact (a spec with checks aborts instead);
+ *                         prints "interior: usable=U intact=1"
  * Run it under LD_PRELOAD of the library (malloc_trim is the preloaded one).
  */
 #include <errno.h>
@@ -115,6 +118,17 @@ static void zero_align(void)
     printf("\n");
 }
 
+static void interior(void)
+{
+    unsigned char *a = touched(16 * MIB);
+    unsigned char *volatile inside = a + 5 * MIB;   /* (hidden from gcc's free warning) */
+    free(inside);                   /* a wild free into the block's body: never glibc's */
+    size_t usable = malloc_usable_size(a + 6 * MIB);
+    int intact = a[5 * MIB] == 0x5a && a[16 * MIB - 1] == 0x5a && malloc_usable_size(a) >= 16 * MIB;
+    printf("interior: usable=%zu intact=%d\n", usable, intact);
+    free(a);
+}
+
 int main(int argc, char **argv)
 {
     hz_prog = "large_memory";
@@ -124,6 +138,7 @@ int main(int argc, char **argv)
     else if (!strcmp(mode, "idle")) idle();
     else if (!strcmp(mode, "errno")) grow_errno();
     else if (!strcmp(mode, "zero_align")) zero_align();
+    else if (!strcmp(mode, "interior")) interior();
     else hz_fail("unknown mode '%s'", mode);
     return 0;
 }
