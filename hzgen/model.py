@@ -25,6 +25,8 @@ class SizeClass:
     blocks: int           # blocks per slab
     waste_pct: float
     range_index: int
+    slab_align_units: int = 1   # its slabs start at a multiple of this many units
+    align: int = 16             # every block of it is aligned to this (aligned allocations)
 
 
 @dataclass(frozen=True)
@@ -131,12 +133,30 @@ class Model:
         return max(c.units for c in self.classes)
 
     @property
+    def max_class_align(self) -> int:
+        return max(c.align for c in self.classes)
+
+    @property
     def stats_on(self) -> bool:
         return self.stats["level"] != "off"
 
     @property
     def checks_on(self) -> bool:
         return self.checks["double_free"] or self.checks["invalid_free"]
+
+
+def class_alignment(size: int, units: int, slab: int, units_per_segment: int,
+                    header_units: int) -> tuple[int, int]:
+    """(slab_align_units, block alignment) of a class: blocks sit `size` apart from the slab
+    start, so they are aligned to the largest power of two dividing `size` if the slab start
+    is; starts are unit-aligned, and a class of whole units gets starts aligned further (as far
+    as a segment allows), so an aligned allocation up to the largest such class is one block of
+    a slab, not a mapping of its own."""
+    p2 = size & -size
+    a = max(1, p2 // slab)
+    while a > 1 and -(-header_units // a) * a + units > units_per_segment:
+        a //= 2
+    return a, min(p2, a * slab)
 
 
 def slab_geometry(size: int, slab: int, max_units: int, max_waste: float, usable_units: int):
@@ -187,7 +207,8 @@ def resolve(spec: Spec) -> Model:
                                  f"not fit in {usable} usable slab units"])
             u, blocks, waste = geo
             classes.append(SizeClass(len(classes), s, u, u * slab, blocks,
-                                     round(waste * 100, 2), ri))
+                                     round(waste * 100, 2), ri,
+                                     *class_alignment(s, u, slab, units, header_units)))
         caches = tuple(make_tier(k, t[k], members) for k in t["chain"][:-1])
         ranges.append(TierRange(ri, lo, hi, first, len(classes) - 1, caches))
 

@@ -181,13 +181,14 @@ static size_t hz_usable_size(void *p)
   return hz_foreign_usable_size(p);
 }
 
-/* alignment > 16: a class whose size is a multiple of align (slabs start unit-aligned), else large */
+/* alignment > quantum: the first class at least n whose blocks are all aligned to it (no
+ * mapping per small aligned block, up to HZ_CLASS_ALIGN_MAX), else large */
 static void *hz_alloc_aligned(size_t align, size_t n)
 {
   if (align <= HZ_QUANTUM) return hz_malloc(n);
-  if (n <= HZ_SMALL_MAX && align <= HZ_SLAB_SIZE) {
+  if (n <= HZ_SMALL_MAX && align <= HZ_CLASS_ALIGN_MAX) {
     for (uint32_t cls = hz_size_class(n); cls < HZ_NCLASSES; cls++)
-      if (hz_class_size[cls] % align == 0) return hz_alloc_class(cls);
+      if (hz_class_align[cls] >= align) return hz_alloc_class(cls);
   }
   return hz_large_alloc(n, align);
 }

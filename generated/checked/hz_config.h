@@ -1778,5 +1778,20 @@ static const uint8_t hz_class_units[HZ_NCLASSES] = {
 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 2, 3, 1, 1,
 4, 3, 2, 2, 5, 3, 4, 4,
 };
+/* class -> its slabs start at a multiple of this many units, so every block is aligned to
+ * hz_class_align (the largest power of two dividing its size, as far as a segment allows) */
+static const uint8_t hz_class_slab_align[HZ_NCLASSES] = {
+1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+1, 1, 1, 2, 1, 1, 1, 4,
+};
+static const uint32_t hz_class_align[HZ_NCLASSES] = {
+16u, 32u, 16u, 64u, 16u, 32u, 16u, 128u, 16u, 32u, 16u, 64u,
+16u, 32u, 16u, 256u, 64u, 128u, 64u, 512u, 128u, 256u, 128u, 1024u,
+256u, 512u, 256u, 2048u, 512u, 1024u, 512u, 4096u, 1024u, 2048u, 1024u, 8192u,
+2048u, 4096u, 2048u, 16384u, 4096u, 8192u, 4096u, 32768u, 8192u, 16384u, 8192u, 65536u,
+16384u, 32768u, 16384u, 131072u, 32768u, 65536u, 32768u, 262144u,
+};
+#define HZ_CLASS_ALIGN_MAX 262144u   /* aligned requests up to this come from slabs */
 
 #endif /* HZ_CONFIG_H */

@@ -399,14 +399,14 @@ static void hz_maybe_purge(void)
   if (dirty && now >= atomic_load_explicit(&hz_next_purge_ms, memory_order_relaxed)) hz_purge_due(now);
 }
 
-/* a run of n free units in seg (only dirty ones: still resident), or 0 (lock held; unit 0 is
- * always the header) */
-static uint32_t hz_segment_find_run(hz_segment *seg, uint32_t n, int dirty_only)
+/* a run of n free units in seg (only dirty ones: still resident) starting at a multiple of
+ * `align` units, or 0 (lock held; unit 0 is always the header) */
+static uint32_t hz_segment_find_run(hz_segment *seg, uint32_t n, uint32_t align, int dirty_only)
 {
   for (uint32_t u = HZ_HEADER_UNITS, run = 0; u < HZ_UNITS; u++) {
     uint8_t st = seg->unit_state[u];
     run = st == HZ_UNIT_DIRTY || (st == HZ_UNIT_CLEAN && !dirty_only) ? run + 1 : 0;
-    if (run == n) return u + 1 - n;
+    if (run >= n && !((u + 1 - n) & (align - 1))) return u + 1 - n;
   }
   return 0;
 }
@@ -414,7 +414,7 @@ static uint32_t hz_segment_find_run(hz_segment *seg, uint32_t n, int dirty_only)
 /* a new slab for class cls owned by h, or NULL when the OS says no */
 static hz_slab *hz_slab_alloc(hz_heap *h, uint32_t cls)
 {
-  uint32_t n = hz_class_units[cls], at = 0;
+  uint32_t n = hz_class_units[cls], align = hz_class_slab_align[cls], at = 0;
   const unsigned kind = HZ_CLASS_KIND(cls);
   hz_segment *seg;
   hz_lock_acquire(&hz_seg_lock);
@@ -423,11 +423,11 @@ static hz_slab *hz_slab_alloc(hz_heap *h, uint32_t cls)
     for (seg = hz_segments; seg && seg->free_units; seg = seg->next)
       if ((seg->kind == kind || hz_segment_is_empty(seg)) &&
           (dirty_only ? seg->dirty_units : seg->free_units) >= n &&
-          (at = hz_segment_find_run(seg, n, dirty_only)) != 0) break;
+          (at = hz_segment_find_run(seg, n, align, dirty_only)) != 0) break;
   if (!at) {
     seg = hz_segment_new(kind);   /* never counted as empty: the count stays as it is */
     if (!seg) { hz_lock_release(&hz_seg_lock); return NULL; }
-    at = HZ_HEADER_UNITS;
+    at = (HZ_HEADER_UNITS + align - 1) & ~(align - 1);   /* the model checked that it fits */
   } else {
     if (seg->kind != kind) {      /* an empty segment changes sides: no block of it is live */
       seg->kind = kind;

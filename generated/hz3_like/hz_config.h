@@ -523,5 +523,30 @@ static const uint8_t hz_class_units[HZ_NCLASSES] = {
 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 4, 4, 1, 1, 1, 1, 1, 1, 1, 1, 1,
 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
 };
+/* class -> its slabs start at a multiple of this many units, so every block is aligned to
+ * hz_class_align (the largest power of two dividing its size, as far as a segment allows) */
+static const uint8_t hz_class_slab_align[HZ_NCLASSES] = {
+1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 4, 1, 2, 1, 8, 1, 2, 1, 4, 1, 2, 1, 16,
+};
+static const uint32_t hz_class_align[HZ_NCLASSES] = {
+16u, 32u, 16u, 64u, 16u, 32u, 16u, 128u, 16u, 32u, 16u, 64u,
+16u, 32u, 16u, 256u, 16u, 32u, 16u, 64u, 16u, 32u, 16u, 128u,
+16u, 32u, 16u, 64u, 16u, 32u, 16u, 512u, 16u, 32u, 16u, 64u,
+16u, 32u, 16u, 128u, 16u, 32u, 16u, 64u, 16u, 32u, 16u, 256u,
+16u, 32u, 16u, 64u, 16u, 32u, 16u, 128u, 16u, 32u, 16u, 64u,
+16u, 32u, 16u, 1024u, 16u, 32u, 16u, 64u, 16u, 32u, 16u, 128u,
+16u, 32u, 16u, 64u, 16u, 32u, 16u, 256u, 16u, 32u, 16u, 64u,
+16u, 32u, 16u, 128u, 16u, 32u, 16u, 64u, 16u, 32u, 16u, 512u,
+16u, 32u, 16u, 64u, 16u, 32u, 16u, 128u, 16u, 32u, 16u, 64u,
+16u, 32u, 16u, 256u, 16u, 32u, 16u, 64u, 16u, 32u, 16u, 128u,
+16u, 32u, 16u, 64u, 16u, 32u, 16u, 2048u, 4096u, 8192u, 4096u, 16384u,
+4096u, 8192u, 4096u, 32768u, 4096u, 8192u, 4096u, 16384u, 4096u, 8192u, 4096u, 65536u,
+};
+#define HZ_CLASS_ALIGN_MAX 65536u   /* aligned requests up to this come from slabs */
 
 #endif /* HZ_CONFIG_H */
