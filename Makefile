@@ -45,7 +45,7 @@ test: setup
 bench: setup
 	$(call apt_install,$(BENCH_PKGS))
 	mkdir -p bench/results
-	$(BIN)/hzgen bench --pairs 9 --json bench/results/latest.json --plot bench/results/latest.png
+	$(BIN)/hzgen bench --pairs 15 --json bench/results/latest.json --plot bench/results/latest.png
 	$(BIN)/hzgen bench --workloads real --pairs 9 --json bench/results/real.json --plot bench/results/real.png
 
 generated: setup    # after changing templates, specs or options: regenerate what is committed

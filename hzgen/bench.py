@@ -1080,6 +1080,14 @@ def pool_results(paths: list[Path], baseline: Optional[str]) -> dict[str, Any]:
         if r["meta"]["allocator_names"] != names:
             raise BenchError(f"{p} measured {', '.join(r['meta']['allocator_names'])}, "
                              f"{paths[0]} measured {', '.join(names)}: cannot pool them")
+        if r["meta"].get("scale") != first["meta"].get("scale"):
+            raise BenchError(f"{p} ran at scale {r['meta'].get('scale')}, {paths[0]} at "
+                             f"{first['meta'].get('scale')}: cannot pool them")
+    for p, r in zip(paths, results):
+        for wname, w in r["workloads"].items():
+            counts = {len(w["samples"].get(a, [])) for a in names}
+            if len(counts) != 1:   # runs alternate allocators: every one has as many
+                raise BenchError(f"{p}: {wname} has unequal numbers of runs per allocator")
     baseline = baseline or first["meta"]["baseline"]
     if baseline not in names:
         raise BenchError(f"unknown baseline {baseline!r}; allocators: {', '.join(names)}")

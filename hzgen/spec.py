@@ -95,7 +95,15 @@ def _read_yaml(path: Path, shown: str) -> tuple[Any, dict]:
         if isinstance(n, yaml.MappingNode):
             out = {}
             for k, v in n.value:
-                key = constructor.construct_object(k, deep=True)
+                if k.tag == "tag:yaml.org,2002:merge":
+                    problems.append(f"{shown}:{k.start_mark.line + 1}:{k.start_mark.column + 1}: "
+                                    "YAML merge keys (<<) are not supported; use `extends:`")
+                    continue
+                try:
+                    key = constructor.construct_object(k, deep=True)
+                except yaml.YAMLError as e:
+                    problems.append(f"{shown}:{k.start_mark.line + 1}:{k.start_mark.column + 1}: {e}")
+                    continue
                 if not isinstance(key, str):
                     problems.append(f"{shown}:{k.start_mark.line + 1}:{k.start_mark.column + 1}: "
                                     f"keys must be strings, got {key!r}")

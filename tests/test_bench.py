@@ -507,6 +507,16 @@ def test_from_refuses_to_pool_different_allocators(tmp_path, capsys):
     assert "cannot pool them" in capsys.readouterr().err
     assert bench.run(parse(["--from", str(a), "--baseline", "nope"])) == 2
     assert "unknown baseline 'nope'" in capsys.readouterr().err
+    small = _saved_result({"peer": [0.8] * 6})
+    small["meta"]["scale"] = 0.01
+    b.write_text(json.dumps(small))
+    assert bench.run(parse(["--from", str(a), str(b)])) == 2
+    assert "ran at scale 0.01" in capsys.readouterr().err
+    cut = _saved_result({"peer": [0.8] * 6})
+    cut["workloads"]["tiny16"]["samples"]["peer"].pop()
+    b.write_text(json.dumps(cut))
+    assert bench.run(parse(["--from", str(b)])) == 2
+    assert "unequal numbers of runs" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------

@@ -76,6 +76,8 @@ BAD = {
                              6, 40, "exceeds the capacity"),
     "duplicate key": (GOOD + "name: again\n", 9, 1, "duplicate key 'name'"),
     "sll capacity beyond its table": (GOOD + "    sll: {capacity: 65536}\n", 9, 21, "out of range"),
+    "yaml merge key": (GOOD + "base: &b {segment: 4MiB}\nsuperslab:\n  <<: *b\n", 11, 3,
+                       "merge keys (<<) are not supported"),
     "missing tiers": ("name: t\n", 1, 1, "missing required key 'tiers'"),
     "explicit without sizes": (GOOD.replace("scheme: geometric", "scheme: explicit"), 2, 24, "needs `sizes`"),
     "small_max beyond a slab": (GOOD + "superslab: {slab: 4KiB, max_units: 2}\n", 2, 46, "does not fit"),

@@ -23,10 +23,15 @@ static void hz_heap_flush(hz_heap *h)
   hz_slab_release_empty(h);
 }
 
+/* this thread's exit hook has run: a heap it takes from now on (a later pthread key destructor
+ * that allocates) has no hook left to give it back, so it only borrows one per allocation */
+static __thread int hz_tls_exited __attribute__((tls_model("initial-exec")));
+
 static void hz_thread_exit(void *arg)
 {
   hz_heap *h = (hz_heap *)arg;
   if (!h || h == &hz_empty_heap) return;
+  hz_tls_exited = 1;
   hz_heap_flush(h);
   hz_tls_heap = &hz_empty_heap;
   hz_lock_acquire(&hz_heap_lock);
@@ -74,8 +79,11 @@ static hz_heap *hz_abandoned_pop(void)
   return h;
 }
 
-/* the calling thread's first allocation: adopt an abandoned heap or map a new one */
-HZ_COLD hz_heap *hz_heap_acquire(void)
+/* the calling thread's first allocation: adopt an abandoned heap or map a new one. After the
+ * thread's exit hook ran, the heap is only lent: *lent is set and the caller hands it back
+ * (hz_thread_exit) after its allocation (glibc runs the destructor list once, and pthread key
+ * destructors a bounded number of rounds) */
+HZ_COLD hz_heap *hz_heap_acquire(int *lent)
 {
   hz_heap *h = hz_abandoned_pop();
   if (!h) {
@@ -89,7 +97,8 @@ HZ_COLD hz_heap *hz_heap_acquire(void)
   }
   h->state = HZ_HEAP_LIVE;
   hz_tls_heap = h;
-  hz_heap_on_exit(h);
+  *lent = hz_tls_exited;
+  if (!*lent) hz_heap_on_exit(h);
   return h;
 }
 

@@ -47,15 +47,24 @@ static void hz_large_cache_drop(unsigned at, unsigned n)
                                                          : UINT64_MAX, memory_order_relaxed);
 }
 
-/* malloc_trim: every cached mapping goes back now (under the lock: a fork sees each one either
- * cached or gone); returns 1 if there was one */
+/* the oldest n entries leave the cache and are unmapped outside the lock, as evictions are
+ * (other threads' large allocations do not wait for the kernel: a 31 MiB trim held them 3..14
+ * ms; a fork in between leaves the child these mappings, unreferenced) */
+static void hz_large_cache_unmap_oldest(unsigned n)
+{
+  hz_large_entry gone[HZ_LARGE_CACHE_ENTRIES];
+  memcpy(gone, hz_large_cache, n * sizeof gone[0]);
+  hz_large_cache_drop(0, n);
+  hz_lock_release(&hz_large_lock);
+  for (unsigned i = 0; i < n; i++) hz_os_unmap(gone[i].map, gone[i].len);
+}
+
+/* malloc_trim: every cached mapping goes back now; returns 1 if there was one */
 static int hz_large_cache_flush(void)
 {
   hz_lock_acquire(&hz_large_lock);
   unsigned n = hz_large_cached;
-  for (unsigned i = 0; i < n; i++) hz_os_unmap(hz_large_cache[i].map, hz_large_cache[i].len);
-  hz_large_cache_drop(0, n);
-  hz_lock_release(&hz_large_lock);
+  hz_large_cache_unmap_oldest(n);   /* releases the lock */
   return n != 0;
 }
 
@@ -72,10 +81,8 @@ static void hz_large_cache_decay_inline(uint64_t now)
   if (now < atomic_load_explicit(&hz_large_due_ms, memory_order_relaxed)) return;
   hz_lock_acquire(&hz_large_lock);
   unsigned due = 0;
-  for (; due < hz_large_cached && hz_large_cache[due].freed_ms + HZ_PURGE_DELAY_MS <= now; due++)
-    hz_os_unmap(hz_large_cache[due].map, hz_large_cache[due].len);
-  hz_large_cache_drop(0, due);
-  hz_lock_release(&hz_large_lock);
+  while (due < hz_large_cached && hz_large_cache[due].freed_ms + HZ_PURGE_DELAY_MS <= now) due++;
+  hz_large_cache_unmap_oldest(due);   /* releases the lock */
 }
 
 /* a freed reservation (touched: its resident bytes) leaves: unmapped by the purger when it runs

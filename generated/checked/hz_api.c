@@ -62,8 +62,9 @@ static size_t hz_foreign_usable_size(void *p)
 /* the small-object slow path: first allocation of the thread, or tier 0 ran dry */
 HZ_NOINLINE void *hz_alloc_miss(hz_heap *h, uint32_t cls)
 {
+  int lent = 0;
   if (HZ_UNLIKELY(h == &hz_empty_heap)) {
-    h = hz_heap_acquire();
+    h = hz_heap_acquire(&lent);
     if (!h) { errno = ENOMEM; return NULL; }
   }
   HZ_STAT(h, alloc, cls, 1);   /* counted here, on a real heap, for every allocation that missed */
@@ -75,6 +76,7 @@ HZ_NOINLINE void *hz_alloc_miss(hz_heap *h, uint32_t cls)
   hz_remote_collect(h, cls);
   void *p = hz_alloc_fast(h, cls);
   if (!p) p = hz_refill_and_pop(h, cls);
+  if (HZ_UNLIKELY(lent)) hz_thread_exit(h);   /* the thread's exit hook ran: back it goes */
   if (HZ_UNLIKELY(!p)) { errno = ENOMEM; return NULL; }
   HZ_CHECK_ALLOC(p);
   return p;

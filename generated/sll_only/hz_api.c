@@ -62,14 +62,16 @@ static size_t hz_foreign_usable_size(void *p)
 /* the small-object slow path: first allocation of the thread, or tier 0 ran dry */
 HZ_NOINLINE void *hz_alloc_miss(hz_heap *h, uint32_t cls)
 {
+  int lent = 0;
   if (HZ_UNLIKELY(h == &hz_empty_heap)) {
-    h = hz_heap_acquire();
+    h = hz_heap_acquire(&lent);
     if (!h) { errno = ENOMEM; return NULL; }
   }
   if (HZ_UNLIKELY((++h->ticks & 63u) == 0)) hz_heap_tick(h);
   hz_remote_collect(h, cls);
   void *p = hz_alloc_fast(h, cls);
   if (!p) p = hz_refill_and_pop(h, cls);
+  if (HZ_UNLIKELY(lent)) hz_thread_exit(h);   /* the thread's exit hook ran: back it goes */
   if (HZ_UNLIKELY(!p)) { errno = ENOMEM; return NULL; }
   HZ_CHECK_ALLOC(p);
   return p;
