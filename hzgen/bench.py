@@ -1052,6 +1052,8 @@ def _output_paths(args: argparse.Namespace) -> tuple[Optional[Path], Optional[Pa
 def _read_result(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
+    except RecursionError:
+        raise BenchError(f"{path} is not JSON: nested too deeply")
     except OSError as e:
         raise BenchError(f"cannot read {path}: {e.strerror or e}")
     except ValueError as e:
@@ -1059,14 +1061,23 @@ def _read_result(path: Path) -> dict[str, Any]:
     try:
         if data.get("version") != 1:
             raise BenchError(f"{path}: not a result file of hzgen bench --json (version 1)")
+        def number(x) -> bool:
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
         for w in data["workloads"].values():
             for samples in w["samples"].values():
                 for x in samples:
-                    if x["ok"] and not isinstance(x["ops_per_sec"], (int, float)):
+                    if x["ok"] and not number(x["ops_per_sec"]):
                         raise KeyError("ops_per_sec")
-        data["meta"]["allocator_names"], data["meta"]["pairs"]
+            if not all(v is None or number(v) for v in w.get("instructions_per_pair", {}).values()):
+                raise KeyError("instructions_per_pair")
+        if not (number(data["meta"].get("scale", 1.0)) and isinstance(data["meta"]["pairs"], int)):
+            raise KeyError("scale, pairs")
+        data["meta"]["allocator_names"]
     except (AttributeError, KeyError, TypeError) as e:
         raise BenchError(f"{path}: not a result file of hzgen bench --json (missing {e})")
+    except RecursionError:
+        raise BenchError(f"{path}: not a result file of hzgen bench --json (nested too deeply)")
     return data
 
 

@@ -13,6 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .tool import publish_mode
+
 CFLAGS = ["-O2", "-g", "-fPIC", "-shared", "-pthread", "-std=gnu11",
           "-Wall", "-Wextra", "-Werror",
           "-fvisibility=hidden", "-ftls-model=initial-exec", "-fno-semantic-interposition",
@@ -64,15 +66,19 @@ def build(name: str, gen_dir: Path, build_dir: Path, spec_label: str) -> Built:
         os.close(fd)
         cmd = [compiler(), *CFLAGS, *extra, "-o", tmp, str(gen_dir / "hz_static.c"), "-ldl"]
         try:
-            r = subprocess.run(cmd, capture_output=True, text=True)
-        except FileNotFoundError:
-            os.unlink(tmp)
-            raise BuildError(f"C compiler '{compiler()}' not found (set CC or install gcc)")
-        if r.returncode != 0:
-            os.unlink(tmp)
-            raise BuildError(f"compiling {gen_dir}/ (from spec {spec_label}) failed:\n"
-                             f"{r.stderr.strip()}\ncommand: {' '.join(cmd)}")
-        os.replace(tmp, out[lib])
+            try:
+                r = subprocess.run(cmd, capture_output=True, text=True)
+            except FileNotFoundError:
+                raise BuildError(f"C compiler '{compiler()}' not found (set CC or install gcc)")
+            if r.returncode != 0:
+                raise BuildError(f"compiling {gen_dir}/ (from spec {spec_label}) failed:\n"
+                                 f"{r.stderr.strip()}\ncommand: {' '.join(cmd)}")
+            publish_mode(tmp, executable=True)
+            os.replace(tmp, out[lib])
+        except BaseException:   # a failure or Ctrl-C: no half-made library is left behind
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
     stamp.write_text(fp)
     return Built(name, gen_dir, out[f"libhz_{name}.so"], out[f"libhz_{name}_prefixed.so"])
 

@@ -21,7 +21,14 @@ def _err(msg: str) -> None:
 
 
 def cmd_build(args) -> int:
-    from .pipeline import build_spec
+    from .pipeline import build_spec, load_model
+    names: dict[str, str] = {}
+    for spec in args.specs:          # all first: one spec must not overwrite another's build
+        name = load_model(spec).name
+        if name in names:
+            raise SpecError([f"{spec}:1:1: has the name '{name}' of {names[name]}: both would "
+                             "build into the same generated/ and build/ directories"])
+        names[name] = spec
     for spec in args.specs:
         built = build_spec(spec, root=args.root)
         _err(f"hzgen: built {built.name}: {built.generated}/ -> {built.override.parent}/")

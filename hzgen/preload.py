@@ -137,7 +137,9 @@ def run(args) -> int:
         base = Path(args.base)
         if not base.is_file():
             raise ToolError(f"--base {args.base}: no such spec file")
-    elif isinstance(prof.get("base"), str) and Path(prof["base"]).is_file():
+    elif prof.get("base") is not None:    # never another allocator in its place, silently
+        if not (isinstance(prof["base"], str) and Path(prof["base"]).is_file()):
+            raise ToolError(f"the profile's base spec {prof['base']!r} is gone (pass --base SPEC)")
         base = Path(prof["base"])
     elif DEFAULT_BASE.is_file():
         base = DEFAULT_BASE
@@ -151,6 +153,10 @@ def run(args) -> int:
         prof_path.with_name(f"{prof_path.stem}-tuned.yaml")
     if out.resolve() == prof_path.resolve():
         raise ToolError(f"-o {out}: would overwrite the profile")
+    if out.resolve() in {f.resolve() for f in load_spec(base).files}:
+        raise ToolError(f"-o {out}: would overwrite the base spec or a spec it extends")
+    if out.is_dir():
+        raise ToolError(f"-o {out}: is a directory")
     if not out.parent.is_dir():
         raise ToolError(f"-o {out}: no such directory {out.parent}")
     name = ident_from(out.stem)

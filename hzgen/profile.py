@@ -48,7 +48,7 @@ import yaml
 
 import hzgen
 from .spec import load_spec
-from .tool import ToolError, guarded
+from .tool import ToolError, guarded, publish_mode
 
 DEFAULT_BASE = Path(hzgen.__file__).resolve().parent.parent / "specs" / "default.yaml"
 DEFAULT_OUT = "hzgen-profile.yaml"
@@ -159,6 +159,7 @@ def write_atomic(path: Path, text: str, check=None) -> None:
             f.write(text)
         if check is not None:
             check(tmp)
+        publish_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -166,6 +167,19 @@ def write_atomic(path: Path, text: str, check=None) -> None:
         except OSError:
             pass
         raise
+
+
+def _run_forwarding_sigterm(cmd: list[str], env: dict) -> int:
+    """Run cmd; a SIGTERM to hzgen (`timeout hzgen profile ...`) goes on to the command, which
+    is waited for, so that the temporary directory is removed and no process is left behind."""
+    import signal
+
+    child = subprocess.Popen(cmd, env=env)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum))
+    try:
+        return child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _exit_code(rc: int) -> int:
@@ -184,6 +198,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 @guarded("profile")
 def run(args) -> int:
+    """A SIGTERM (`timeout hzgen profile ...`) ends hzgen like Ctrl-C does: its temporary
+    directory goes, and a running command is passed the signal and waited for."""
+    import signal
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        return _profile(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _profile(args) -> int:
     from .pipeline import build_spec
     from .statsview import merge
 
@@ -198,6 +227,8 @@ def run(args) -> int:
     out = Path(args.output)
     if not out.parent.is_dir():
         raise ToolError(f"-o {args.output}: no such directory {out.parent}")
+    if out.is_dir():       # found out now, not after the command ran
+        raise ToolError(f"-o {args.output}: is a directory")
     base = base_path(args.base)
 
     with tempfile.TemporaryDirectory(prefix="hzprof-") as td:
@@ -217,7 +248,7 @@ def run(args) -> int:
         env["HZ_STATS_FILE"] = str(reports).replace("%", "%%") + "/report.%p.json"
         print(f"hzgen profile: running {' '.join(cmd)}", file=sys.stderr)
         try:
-            rc = subprocess.run(cmd, env=env).returncode
+            rc = _run_forwarding_sigterm(cmd, env)
         except OSError as e:
             raise ToolError(f"{cmd[0]}: cannot run: {e.strerror or e}")
         status = _exit_code(rc)

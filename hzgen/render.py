@@ -14,6 +14,7 @@ from pathlib import Path
 import jinja2
 
 from .model import Model
+from .tool import publish_mode
 
 # The boxes, in the order the single translation unit includes them.
 def box_files(m: Model) -> list[str]:
@@ -76,6 +77,7 @@ def write_tree(files: dict[str, str], dest: Path) -> None:
     try:
         for name, text in files.items():
             (tmp / name).write_text(text)
+        publish_mode(tmp)
         old = None
         if dest.exists():
             old = dest.parent / f".{dest.name}.old.{os.getpid()}"

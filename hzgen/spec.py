@@ -55,11 +55,18 @@ class Spec:
 
 # ---------------------------------------------------------------- YAML with positions
 
+MAX_SPEC_BYTES = 1 << 20    # a real spec is a few KiB
 MAX_SPEC_VALUES = 100_000   # a real spec has a few hundred
 MAX_SPEC_DEPTH = 32         # and nests five deep
 
+
 def _read_yaml(path: Path, shown: str) -> tuple[Any, dict]:
     try:
+        if path.exists() and not path.is_file():   # a directory, /dev/zero, a fifo
+            raise SpecError([f"{shown}:1:1: not a regular file"])
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError([f"{shown}:1:1: {path.stat().st_size} bytes: too large for a spec "
+                             f"(at most {MAX_SPEC_BYTES})"])
         text = path.read_text()
     except FileNotFoundError:
         raise SpecError([f"{shown}:1:1: no such spec file"])

@@ -37,7 +37,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .tool import ToolError, guarded, table
+from .tool import ToolError, guarded, publish_mode, table
 
 FIELDS = ("alloc", "free", "miss", "refill_cache", "refill_slab", "drain_cache", "drain_slab",
           "remote_out", "remote_in")
@@ -57,13 +57,16 @@ class Report:
 
 
 def _int(v, where: str) -> int:
+    """a counter of the report: a whole number (in JSON, or digits in the text form) that fits
+    the report's uint64_t"""
+    if isinstance(v, str) and v.strip().isdigit():
+        v = int(v)
     if isinstance(v, bool) or not isinstance(v, int):
-        try:
-            v = int(v)
-        except (TypeError, ValueError):
-            raise ToolError(f"{where}: expected a count, got {v!r}")
+        raise ToolError(f"{where}: expected a count, got {str(v)[:40]!r}")
     if v < 0:
         raise ToolError(f"{where}: negative count {v}")
+    if v >= 1 << 64:
+        raise ToolError(f"{where}: count {str(v)[:20]}... is beyond a 64-bit counter")
     return v
 
 
@@ -135,6 +138,8 @@ def parse(text: str, source: str = "<stdin>") -> list[Report]:
         except json.JSONDecodeError as e:
             raise ToolError(f"{source}:{line}: malformed JSON report: {e.msg} "
                             f"(line {e.lineno}, column {e.colno})")
+        except RecursionError:
+            raise ToolError(f"{source}:{line}: malformed JSON report: nested too deeply")
         reports.append(_parse_json(obj, f"{source}:{line}"))
     if not reports:
         raise ToolError(f"{source}: no hz-stats report found (expected the output of "
@@ -259,6 +264,7 @@ def plot(rep: Report, path: Path) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=100)
+        publish_mode(tmp)
         os.replace(tmp, path)
     finally:
         plt.close(fig)
@@ -274,7 +280,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 @guarded("stats")
 def run(args) -> int:
+    if sys.stdout is None:
+        raise ToolError("standard output is closed")
     if args.file == "-":
+        if sys.stdin is None:
+            raise ToolError("no FILE, and standard input is closed")
         text, source = sys.stdin.read(), "<stdin>"
     else:
         try:

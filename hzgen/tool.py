@@ -27,6 +27,15 @@ def guarded(command: str):
     return wrap
 
 
+def publish_mode(path, executable: bool = False) -> None:
+    """Give a file or directory made by mkstemp/mkdtemp (0600/0700) the mode a plain create
+    would have (0644/0755 under the usual umask): a library other users cannot read cannot
+    be preloaded by them."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, (0o777 if executable or os.path.isdir(path) else 0o666) & ~mask)
+
+
 def silence_stdout() -> None:
     """stdout's reader left (`| head`): later writes, and the interpreter's flush at exit,
     go to /dev/null instead of raising again."""

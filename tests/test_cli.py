@@ -45,6 +45,35 @@ def test_build_prints_an_absolute_path_for_a_relative_root(tmp_path):
     assert lib.is_file()
 
 
+def test_built_files_can_be_preloaded_by_other_users(tmp_path):
+    """Libraries 0755 and generated trees 0755 under the usual umask, like a plain `cc`
+    (before: mkstemp's 0711 and mkdtemp's 0700 survived the rename)."""
+    r = hzgen("build", "specs/single-thread.yaml", "--root", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    mask = os.umask(0)
+    os.umask(mask)
+    for path, mode in ((tmp_path / "build" / "single_thread" / "libhz_single_thread.so", 0o777),
+                       (tmp_path / "generated" / "single_thread", 0o777),
+                       (tmp_path / "generated" / "single_thread" / "hz_static.c", 0o666)):
+        assert path.stat().st_mode & 0o777 == mode & ~mask, (path, oct(path.stat().st_mode))
+
+
+def test_build_refuses_two_specs_of_one_name_and_odd_files(tmp_path):
+    twin = tmp_path / "twin.yaml"
+    twin.write_text(f"name: single_thread\nextends: {REPO / 'specs' / 'single-thread.yaml'}\n"
+                    "description: another\n")
+    r = hzgen("build", "specs/single-thread.yaml", str(twin), "--root", str(tmp_path / "r"))
+    assert r.returncode == 2 and "has the name 'single_thread' of" in r.stderr, r.stderr
+    assert not (tmp_path / "r").exists()                 # refused before anything was built
+    for odd in ("/dev/zero", str(tmp_path)):
+        r = hzgen("validate", odd)
+        assert r.returncode == 2 and "not a regular file" in r.stderr, r.stderr
+    big = tmp_path / "big.yaml"
+    big.write_text("name: big\n" + "#" * (2 << 20) + "\n")
+    r = hzgen("validate", str(big))
+    assert r.returncode == 2 and "too large for a spec" in r.stderr, r.stderr
+
+
 def test_a_spec_path_cannot_write_c(tmp_path):
     """The spec's path goes into every file's comment: a path that closes the comment stays
     inside it (before: the text after `*/` was compiled)."""

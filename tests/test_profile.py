@@ -211,6 +211,33 @@ def test_profile_exit_status_passes_through(tmp_path):
     assert any(c["size"] == 704 or c["size"] == 768 for c in prof["classes"])
 
 
+def test_sigterm_leaves_nothing_behind(tmp_path):
+    """`timeout hzgen profile -- CMD`: the SIGTERM reaches the command, which is waited for;
+    the temporary directory with the recorder goes (before: both were left behind)."""
+    import signal
+    import time
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    marker = tmp_path / "started"
+    env = dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(tmp))
+    env.pop("LD_PRELOAD", None)
+    child = (f"import pathlib, time; pathlib.Path({str(marker)!r}).write_text('x'); "
+             "time.sleep(60)")
+    p = subprocess.Popen([sys.executable, "-c", RUNNER, "profile", "-o", "t.yaml", "--",
+                          sys.executable, "-c", child], cwd=tmp_path, env=env,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.1)
+    assert marker.exists(), p.stderr.read() if p.poll() is not None else "command never started"
+    p.send_signal(signal.SIGTERM)
+    err = p.communicate(timeout=60)[1]
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert "exited with status 143" in err and "Traceback" not in err, err
+    assert list(tmp.iterdir()) == []                     # no hzprof-* left
+
+
 @pytest.mark.parametrize("args, msg", [
     (["profile", "--"], "no command given"),
     (["profile"], "no command given"),
@@ -222,8 +249,21 @@ def test_profile_exit_status_passes_through(tmp_path):
     (["preload", "--profile", "other.yaml"], "not an hzgen profile"),
     (["preload", "--profile", "badcount.yaml"], "classes[0].allocs: expected a count"),
     (["preload", "--profile", "good.yaml", "--base", "nope.yaml"], "no such spec file"),
+    (["preload", "--profile", "gonebase.yaml"], "base spec '/nowhere/mine.yaml' is gone"),
+    (["preload", "--profile", "good.yaml", "--base", "base.yaml", "-o", "base.yaml"],
+     "would overwrite the base spec"),
+    (["preload", "--profile", "good.yaml", "--base", "base.yaml", "-o", "parent.yaml"],
+     "would overwrite the base spec or a spec it extends"),
+    (["preload", "--profile", "good.yaml", "--base", "base.yaml", "-o", "sub"], "is a directory"),
+    (["profile", "-o", "sub", "--", "true"], "is a directory"),
 ])
 def test_bad_input_exits_2(tmp_path, args, msg):
+    (tmp_path / "parent.yaml").write_text((REPO / "specs" / "single-thread.yaml").read_text()
+                                          .replace("extends: default.yaml",
+                                                   f"extends: {REPO / 'specs' / 'default.yaml'}"))
+    (tmp_path / "base.yaml").write_text("name: mine\nextends: parent.yaml\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "gonebase.yaml").write_text("hzgen_profile: 1\nbase: /nowhere/mine.yaml\nclasses: []\n")
     (tmp_path / "syntax.yaml").write_text("hzgen_profile: [1\n")
     (tmp_path / "other.yaml").write_text("name: default\n")
     (tmp_path / "badcount.yaml").write_text(
@@ -235,6 +275,7 @@ def test_bad_input_exits_2(tmp_path, args, msg):
     assert msg in r.stderr
     assert "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before      # nothing half-written
+    assert (tmp_path / "base.yaml").read_text() == "name: mine\nextends: parent.yaml\n"
 
 
 def test_recording_sizes():

@@ -468,6 +468,15 @@ def test_stats_malformed(reports, tmp_path):
         "bad header": good[0] + "class size alloc\n" + "".join(good[2:]),
         "bad json": '{"hz_stats": 1, "allocator": "x", "level": "per_class", "classes": [\n',
         "json fields": '{"hz_stats": 1, "allocator": "x", "level": "per_class", "classes": []}\n',
+        "json infinity": '{"hz_stats": 1, "allocator": "x", "level": "counters", "classes": '
+                         '[{"alloc": Infinity}]}\n',
+        "json fraction": '{"hz_stats": 1, "allocator": "x", "level": "counters", "classes": '
+                         '[{"alloc": 1.5}]}\n',
+        "json huge": '{"hz_stats": 1, "allocator": "x", "level": "counters", "classes": '
+                     '[{"alloc": 1' + "0" * 400 + '}]}\n',
+        "json deep": '{"hz_stats": 1, "x": ' + "[" * 100000 + "]" * 100000 + "}\n",
+        "text huge": "".join(good[:2] + ["    0      16  " + "9" * 300 + good[2].split(None, 3)[3]]
+                             + good[3:]),
     }
     for what, text in cases.items():
         p = tmp_path / "bad.txt"
@@ -478,3 +487,9 @@ def test_stats_malformed(reports, tmp_path):
         assert "Traceback" not in r.stderr
     r = hzgen("stats", str(tmp_path / "none.txt"))
     assert r.returncode == 2 and "no such file" in r.stderr
+    p.write_text("".join(good))
+    for closed in ("<&-", ">&-"):       # a closed stdin (no FILE) or stdout: a message, exit 2
+        r = subprocess.run(f"{sys.executable} -m hzgen.cli stats {'' if closed == '<&-' else p} {closed}",
+                           shell=True, capture_output=False, stderr=subprocess.PIPE, text=True,
+                           cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+        assert r.returncode == 2 and "closed" in r.stderr and "Traceback" not in r.stderr, r.stderr
