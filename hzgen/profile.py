@@ -270,5 +270,7 @@ def _profile(args) -> int:
     write_atomic(out, head + yaml.safe_dump(prof, sort_keys=False, default_flow_style=None, width=100))
     print(f"hzgen profile: wrote {out} ({prof['totals']['allocs']} allocations, "
           f"{len(prof['classes'])} classes, {processes})", file=sys.stderr)
-    print(out)
+    # the last stdout line is the profile's path, even after a CMD whose output did not end
+    # its last line (on a terminal nobody parses it: no blank line there)
+    print(("" if sys.stdout.isatty() else "\n") + str(out))
     return status

@@ -211,6 +211,14 @@ def test_profile_exit_status_passes_through(tmp_path):
     assert any(c["size"] == 704 or c["size"] == 768 for c in prof["classes"])
 
 
+def test_last_line_is_the_profile_even_after_an_unfinished_line(tmp_path):
+    r = hz("profile", "-o", "p.yaml", "--", sys.executable, "-c",
+           "import sys; x = [bytearray(100) for _ in range(100)]; sys.stdout.write('no newline')",
+           cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == "p.yaml" and "no newline" in r.stdout
+
+
 def test_sigterm_leaves_nothing_behind(tmp_path):
     """`timeout hzgen profile -- CMD`: the SIGTERM reaches the command, which is waited for;
     the temporary directory with the recorder goes (before: both were left behind)."""
