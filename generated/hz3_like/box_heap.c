@@ -101,7 +101,7 @@ HZ_COLD hz_heap *hz_heap_acquire(int *lent)
     atomic_fetch_add_explicit(&hz_heaps_mapped, 1, memory_order_relaxed);
   }
   h->tid = (int)syscall(SYS_gettid);
-  h->state = HZ_HEAP_LIVE;
+  __atomic_store_n(&h->state, HZ_HEAP_LIVE, __ATOMIC_RELEASE);   /* a scan that sees LIVE sees the tid */
   hz_tls_heap = h;
   *lent = hz_tls_exited;
   if (!*lent) hz_heap_on_exit(h);
@@ -152,9 +152,9 @@ static void hz_reclaim_dead_threads(void)
   const int pid = (int)getpid();
   for (hz_heap *h = __atomic_load_n(&hz_heaps_all, __ATOMIC_ACQUIRE); h;
        h = __atomic_load_n(&h->next_all, __ATOMIC_ACQUIRE)) {
+    if (h == hz_tls_heap || __atomic_load_n(&h->state, __ATOMIC_ACQUIRE) != HZ_HEAP_LIVE) continue;
     int tid = __atomic_load_n(&h->tid, __ATOMIC_RELAXED);
-    if (h == hz_tls_heap || __atomic_load_n(&h->state, __ATOMIC_RELAXED) != HZ_HEAP_LIVE ||
-        tid <= 0 || syscall(SYS_tgkill, pid, tid, 0) == 0 || errno != ESRCH) continue;
+    if (tid <= 0 || syscall(SYS_tgkill, pid, tid, 0) == 0 || errno != ESRCH) continue;
     hz_lock_acquire(&hz_heap_lock);
     if (h->state == HZ_HEAP_LIVE && h->tid == tid) {
       h->state = HZ_HEAP_ABANDONED;          /* its blocks come back as heaps are reclaimed */
