@@ -20,8 +20,7 @@ def plain_programs(tmp_path_factory):
     out = tmp_path_factory.mktemp("cprog")
     return {name: compile_c(C / f"{name}.c", out / name)
             for name in ("stress", "forktest", "churn", "orphan", "purger", "purge_unlocked",
-                         "large_unmap", "large_churn", "dlclose", "large_memory", "key_dtor",
-                         "key_late")}
+                         "large_unmap", "large_churn", "dlclose", "large_memory", "key_dtor")}
 
 
 def prefixed_program(name, built, tmp_path) -> Path:
@@ -116,19 +115,6 @@ def test_key_destructors_that_allocate_after_the_exit_hook(built, model, plain_p
     m = re.match(r"key_dtor: runs=1000 rss_start_kb=(\d+) rss_end_kb=(\d+)\n$", out)
     assert m, out
     assert int(m.group(2)) < int(m.group(1)) + 16 * 1024, out
-
-
-def test_heaps_of_threads_that_first_allocate_in_the_last_destructor_round(built, model,
-                                                                         plain_programs):
-    """4000 threads whose first allocation happens in the last round of pthread key destructors
-    (ours is set too late for glibc to run it): their heaps stay LIVE after the thread is gone,
-    until a slow path finds the dead tids and abandons them (before: a heap per thread, 330
-    MiB mapped and 83 MiB resident; glibc: 74 MiB mapped, 2 MiB resident)."""
-    needs_threads(model)
-    out = run([plain_programs["key_late"], 4000], env=preload_env(built))
-    m = re.match(r"key_late: threads=4000 mapped_kb=(-?\d+) rss_kb=(\d+)\n$", out)
-    assert m, out
-    assert int(m.group(1)) < 128 * 1024 and int(m.group(2)) < 48 * 1024, out
 
 
 @pytest.mark.parametrize("mode", ["dead", "idle"])

@@ -141,7 +141,6 @@ struct hz_heap {
   hz_stats stats;
   hz_heap *next_all, *next_free;
   int state;
-  int tid;                    /* the kernel thread id of the thread it is LIVE for */
   uint32_t ticks;             /* slow paths taken: every 64th does the periodic work */
 };
 /* the model's layout (hz_class_cache_off, hz_cache_off_q) must be the compiler's */

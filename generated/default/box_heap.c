@@ -11,7 +11,6 @@ static hz_lock hz_heap_lock;
 static hz_heap *hz_heaps_all;       /* every heap ever made (stats walk this) */
 static hz_heap *hz_heaps_free;      /* abandoned, ready for adoption */
 static hz_heap *hz_heaps_free_last; /* its last heap: a reclaimed one goes back there in O(1) */
-static atomic_uint hz_heaps_mapped;   /* heaps ever mapped */
 static pthread_key_t hz_heap_key;
 static atomic_int hz_key_state;     /* 0 none, 1 being created, 2 ready, 3 failed */
 
@@ -98,23 +97,12 @@ HZ_COLD hz_heap *hz_heap_acquire(int *lent)
     h->next_all = hz_heaps_all;
     hz_heaps_all = h;
     hz_lock_release(&hz_heap_lock);
-    atomic_fetch_add_explicit(&hz_heaps_mapped, 1, memory_order_relaxed);
   }
-  h->tid = (int)syscall(SYS_gettid);
-  __atomic_store_n(&h->state, HZ_HEAP_LIVE, __ATOMIC_RELEASE);   /* a scan that sees LIVE sees the tid */
+  h->state = HZ_HEAP_LIVE;
   hz_tls_heap = h;
   *lent = hz_tls_exited;
   if (!*lent) hz_heap_on_exit(h);
   return h;
-}
-
-/* h joins the end of the abandoned list (lock held; a walk to the end held the lock for 0.6 ms
- * per call with 8000 abandoned heaps, and made malloc_trim quadratic) */
-static void hz_abandoned_append(hz_heap *h)
-{
-  h->next_free = NULL;
-  if (hz_heaps_free_last) hz_heaps_free_last->next_free = h; else hz_heaps_free = h;
-  hz_heaps_free_last = h;
 }
 
 /* remote frees keep arriving at the heaps of dead threads: a live thread's slow path empties
@@ -127,52 +115,21 @@ static int hz_reclaim_abandoned(void)
   if (!h) return 0;
   hz_heap_flush(h);
   hz_lock_acquire(&hz_heap_lock);
-  hz_abandoned_append(h);                   /* back at the end: the next call takes another */
+  h->next_free = NULL;
+  /* back at the end: the next call takes another (a walk to the end here held the lock for
+   * 0.6 ms per call with 8000 abandoned heaps, and made malloc_trim quadratic) */
+  if (hz_heaps_free_last) hz_heaps_free_last->next_free = h; else hz_heaps_free = h;
+  hz_heaps_free_last = h;
   hz_lock_release(&hz_heap_lock);
   return 1;
 }
 
-/* A heap can stay LIVE after its thread is gone: a thread whose first allocation happens in
- * the last round of pthread key destructors sets our key too late for glibc to run our
- * destructor. Now and then a slow path looks for LIVE heaps whose thread no longer exists
- * (tgkill(pid, tid, 0) fails with ESRCH: a dead thread's tid, not yet reused) and abandons
- * them; a reused tid only delays that. The syscalls run outside the lock (heaps are never
- * unmapped, the list only grows at its head); the state is checked again under it. */
-static atomic_uint hz_dead_scan_ticks;
-static atomic_uint hz_heaps_mapped_at_scan;
-
-static void hz_reclaim_dead_threads(void)
-{
-  /* only after new heaps were mapped: a heap left LIVE makes the next thread map one (steady
-   * thread counts, and threads that come and go through adoption, never pay for a scan) */
-  unsigned mapped = atomic_load_explicit(&hz_heaps_mapped, memory_order_relaxed);
-  if (mapped == atomic_load_explicit(&hz_heaps_mapped_at_scan, memory_order_relaxed)) return;
-  if (atomic_fetch_add_explicit(&hz_dead_scan_ticks, 1, memory_order_relaxed) & 7u) return;
-  atomic_store_explicit(&hz_heaps_mapped_at_scan, mapped, memory_order_relaxed);
-  const int pid = (int)getpid();
-  for (hz_heap *h = __atomic_load_n(&hz_heaps_all, __ATOMIC_ACQUIRE); h;
-       h = __atomic_load_n(&h->next_all, __ATOMIC_ACQUIRE)) {
-    if (h == hz_tls_heap || __atomic_load_n(&h->state, __ATOMIC_ACQUIRE) != HZ_HEAP_LIVE) continue;
-    int tid = __atomic_load_n(&h->tid, __ATOMIC_RELAXED);
-    if (tid <= 0 || syscall(SYS_tgkill, pid, tid, 0) == 0 || errno != ESRCH) continue;
-    hz_lock_acquire(&hz_heap_lock);
-    if (h->state == HZ_HEAP_LIVE && h->tid == tid) {
-      h->state = HZ_HEAP_ABANDONED;          /* its blocks come back as heaps are reclaimed */
-      hz_abandoned_append(h);
-    }
-    hz_lock_release(&hz_heap_lock);
-  }
-}
-
 /* every 64th slow path of a heap: purge what is due, take in remote frees of every class,
- * reclaim one abandoned heap (after new heaps were mapped, every 8th of those looks for heaps of dead threads) */
+ * reclaim one abandoned heap */
 static void hz_heap_tick(hz_heap *h)
 {
   hz_maybe_purge();
   hz_remote_collect_all(h);
-  int saved = errno;
-  hz_reclaim_dead_threads();
-  errno = saved;
   hz_reclaim_abandoned();
 }
 
@@ -207,7 +164,6 @@ static void hz_fork_child(void)
   /* heaps of threads that do not exist here may be mid-update: never touch them again */
   for (hz_heap *h = hz_heaps_all; h; h = h->next_all)
     if (h->state == HZ_HEAP_LIVE && h != hz_tls_heap) h->state = HZ_HEAP_ORPHANED;
-  if (hz_tls_heap != &hz_empty_heap) hz_tls_heap->tid = (int)syscall(SYS_gettid);   /* ours, here */
 }
 
 __attribute__((constructor)) static void hz_init(void)

@@ -21,9 +21,8 @@ static void hz_heap_flush(hz_heap *h)
 }
 
 
-
 /* every 64th slow path of a heap: purge what is due, take in remote frees of every class,
- * reclaim one abandoned heap (after new heaps were mapped, every 8th of those looks for heaps of dead threads) */
+ * reclaim one abandoned heap */
 static void hz_heap_tick(hz_heap *h)
 {
   hz_maybe_purge();

@@ -124,7 +124,6 @@ struct hz_heap {
   _Atomic(hz_block *) delayed;             /* remote frees of blocks whose slab was full */
   hz_heap *next_all, *next_free;
   int state;
-  int tid;                    /* the kernel thread id of the thread it is LIVE for */
   uint32_t ticks;             /* slow paths taken: every 64th does the periodic work */
 };
 /* the model's layout (hz_class_cache_off, hz_cache_off_q) must be the compiler's */
