@@ -921,7 +921,7 @@ def render_verdicts(result: dict[str, Any]) -> list[str]:
            f"below 1: ahead; above 1: behind; holding 1: tie):"]
     width = max((len(n) for n in result["workloads"]), default=0)
     for wname, w in result["workloads"].items():
-        v = verdict(w.get("ratio_ci", {}), baseline)
+        v = w["verdict"]
         parts = []
         if v["ahead_of"]:
             everyone = not (v["tie_with"] or v["behind"] or v["undecided"])
@@ -1061,24 +1061,23 @@ def _read_result(path: Path) -> dict[str, Any]:
     try:
         if data.get("version") != 1:
             raise BenchError(f"{path}: not a result file of hzgen bench --json (version 1)")
-        def number(x) -> bool:
-            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
         for w in data["workloads"].values():
             for samples in w["samples"].values():
                 for x in samples:
-                    if x["ok"] and not number(x["ops_per_sec"]):
+                    if x["ok"] and not _finite(x["ops_per_sec"]):
                         raise KeyError("ops_per_sec")
-            if not all(v is None or number(v) for v in w.get("instructions_per_pair", {}).values()):
+            if not all(v is None or _finite(v) for v in w.get("instructions_per_pair", {}).values()):
                 raise KeyError("instructions_per_pair")
-        if not (number(data["meta"].get("scale", 1.0)) and isinstance(data["meta"]["pairs"], int)):
+        if not (_finite(data["meta"].get("scale", 1.0)) and isinstance(data["meta"]["pairs"], int)):
             raise KeyError("scale, pairs")
         data["meta"]["allocator_names"]
     except (AttributeError, KeyError, TypeError) as e:
         raise BenchError(f"{path}: not a result file of hzgen bench --json (missing {e})")
-    except RecursionError:
-        raise BenchError(f"{path}: not a result file of hzgen bench --json (nested too deeply)")
     return data
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def pool_results(paths: list[Path], baseline: Optional[str]) -> dict[str, Any]:

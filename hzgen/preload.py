@@ -33,9 +33,10 @@ from pathlib import Path
 
 import yaml
 
-from .profile import DEFAULT_BASE, MAX_CLASSES, base_model, write_atomic
+from .model import resolve
+from .profile import DEFAULT_BASE, MAX_CLASSES, write_atomic
 from .spec import IDENT_RE, geometric_sizes, load_spec
-from .tool import ToolError, guarded
+from .tool import ToolError, check_output, guarded
 
 HOT_FRACTION = 0.01
 
@@ -103,11 +104,10 @@ def ident_from(stem: str) -> str:
     return name if IDENT_RE.match(name) else "tuned"
 
 
-def size_classes_of(base: Path, sizes: list[int], small_max: int) -> dict:
-    """The tuned spec's size_classes: over a geometric base only the sizes its steps do not
-    give (`extra`, the base's own extras included: a list replaces the base's), so the
-    spec reads as what was added; over an explicit base the whole list."""
-    sc = load_spec(base).data["size_classes"]
+def size_classes_of(sc: dict, sizes: list[int], small_max: int) -> dict:
+    """The tuned spec's size_classes over the base's `sc`: over a geometric base only the sizes
+    its steps do not give (`extra`, the base's own extras included: a list replaces the
+    base's), so the spec reads as what was added; over an explicit base the whole list."""
     if sc["scheme"] != "geometric":
         return {"scheme": "explicit", "sizes": sizes, "small_max": small_max}
     steps = set(geometric_sizes(sc["quantum"], sc["min"], sc["linear_until"],
@@ -147,18 +147,16 @@ def run(args) -> int:
         raise ToolError(f"no base spec: the profile's base and {DEFAULT_BASE} are absent "
                         "(pass --base SPEC)")
     base = base.resolve()
-    m = base_model(base)
+    base_spec = load_spec(base)   # SpecError propagates: FILE:LINE:COL messages
+    m = resolve(base_spec)
 
     out = Path(args.output) if args.output else \
         prof_path.with_name(f"{prof_path.stem}-tuned.yaml")
     if out.resolve() == prof_path.resolve():
         raise ToolError(f"-o {out}: would overwrite the profile")
-    if out.resolve() in {f.resolve() for f in load_spec(base).files}:
+    if out.resolve() in {f.resolve() for f in base_spec.files}:
         raise ToolError(f"-o {out}: would overwrite the base spec or a spec it extends")
-    if out.is_dir():
-        raise ToolError(f"-o {out}: is a directory")
-    if not out.parent.is_dir():
-        raise ToolError(f"-o {out}: no such directory {out.parent}")
+    check_output("-o", out)
     name = ident_from(out.stem)
 
     classes = prof["classes"]
@@ -189,7 +187,7 @@ def run(args) -> int:
         "extends": str(base),
         "description": f"{base.stem} tuned to the profile {prof_path.name}",
     }
-    classes = size_classes_of(base, sizes, m.small_max)
+    classes = size_classes_of(base_spec.data["size_classes"], sizes, m.small_max)
     if classes:                         # nothing hot beyond the base: its classes as they are
         spec["size_classes"] = classes
     text = "\n".join(header) + "\n" + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100)

@@ -48,7 +48,7 @@ import yaml
 
 import hzgen
 from .spec import load_spec
-from .tool import ToolError, guarded, publish_mode
+from .tool import ToolError, check_output, guarded, publish_mode
 
 DEFAULT_BASE = Path(hzgen.__file__).resolve().parent.parent / "specs" / "default.yaml"
 DEFAULT_OUT = "hzgen-profile.yaml"
@@ -225,10 +225,7 @@ def _profile(args) -> int:
     if exe is None:
         raise ToolError(f"{cmd[0]}: command not found")
     out = Path(args.output)
-    if not out.parent.is_dir():
-        raise ToolError(f"-o {args.output}: no such directory {out.parent}")
-    if out.is_dir():       # found out now, not after the command ran
-        raise ToolError(f"-o {args.output}: is a directory")
+    check_output("-o", out)   # found out now, not after the command ran
     base = base_path(args.base)
 
     with tempfile.TemporaryDirectory(prefix="hzprof-") as td:

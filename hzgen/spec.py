@@ -64,8 +64,9 @@ def _read_yaml(path: Path, shown: str) -> tuple[Any, dict]:
     try:
         if path.exists() and not path.is_file():   # a directory, /dev/zero, a fifo
             raise SpecError([f"{shown}:1:1: not a regular file"])
-        if path.stat().st_size > MAX_SPEC_BYTES:
-            raise SpecError([f"{shown}:1:1: {path.stat().st_size} bytes: too large for a spec "
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError([f"{shown}:1:1: {size} bytes: too large for a spec "
                              f"(at most {MAX_SPEC_BYTES})"])
         text = path.read_text()
     except FileNotFoundError:
@@ -90,36 +91,34 @@ def _read_yaml(path: Path, shown: str) -> tuple[Any, dict]:
 
     budget = [MAX_SPEC_VALUES]
 
+    def at(node) -> Where:
+        return Where(shown, node.start_mark.line + 1, node.start_mark.column + 1)
+
     def convert(n, keypath):
         # aliases expand here: bound the values and the depth, so a small file with nested
         # aliases (a "billion laughs") is an error, not an exhausted machine
         budget[0] -= 1
         if budget[0] < 0 or len(keypath) > MAX_SPEC_DEPTH:
-            raise SpecError([f"{shown}:{n.start_mark.line + 1}:{n.start_mark.column + 1}: the spec "
-                             f"is too large or too deep once its aliases are expanded (at most "
-                             f"{MAX_SPEC_VALUES} values, nested {MAX_SPEC_DEPTH} deep)"])
-        where[keypath] = Where(shown, n.start_mark.line + 1, n.start_mark.column + 1)
+            raise SpecError([f"{at(n)}: the spec is too large or too deep once its aliases are "
+                             f"expanded (at most {MAX_SPEC_VALUES} values, nested {MAX_SPEC_DEPTH} deep)"])
+        where[keypath] = at(n)
         if isinstance(n, yaml.MappingNode):
             out = {}
             for k, v in n.value:
                 if k.tag == "tag:yaml.org,2002:merge":
-                    problems.append(f"{shown}:{k.start_mark.line + 1}:{k.start_mark.column + 1}: "
-                                    "YAML merge keys (<<) are not supported; use `extends:`")
+                    problems.append(f"{at(k)}: YAML merge keys (<<) are not supported; use `extends:`")
                     continue
                 try:
                     key = constructor.construct_object(k, deep=True)
                 except yaml.YAMLError as e:
-                    problems.append(f"{shown}:{k.start_mark.line + 1}:{k.start_mark.column + 1}: {e}")
+                    problems.append(f"{at(k)}: {e}")
                     continue
                 if not isinstance(key, str):
-                    problems.append(f"{shown}:{k.start_mark.line + 1}:{k.start_mark.column + 1}: "
-                                    f"keys must be strings, got {key!r}")
+                    problems.append(f"{at(k)}: keys must be strings, got {key!r}")
                     continue
                 if key in out:
-                    problems.append(f"{shown}:{k.start_mark.line + 1}:{k.start_mark.column + 1}: "
-                                    f"duplicate key '{key}'")
-                where[("key",) + keypath + (key,)] = Where(shown, k.start_mark.line + 1,
-                                                           k.start_mark.column + 1)
+                    problems.append(f"{at(k)}: duplicate key '{key}'")
+                where[("key",) + keypath + (key,)] = at(k)
                 out[key] = convert(v, keypath + (key,))
             return out
         if isinstance(n, yaml.SequenceNode):
@@ -127,7 +126,7 @@ def _read_yaml(path: Path, shown: str) -> tuple[Any, dict]:
         try:
             return constructor.construct_object(n, deep=True)
         except yaml.YAMLError as e:
-            problems.append(f"{shown}:{n.start_mark.line + 1}:{n.start_mark.column + 1}: {e}")
+            problems.append(f"{at(n)}: {e}")
             return None
 
     data = convert(node, ())

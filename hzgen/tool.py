@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from pathlib import Path
 
 
 class ToolError(Exception):
@@ -25,6 +26,15 @@ def guarded(command: str):
                 return 2
         return inner
     return wrap
+
+
+def check_output(option: str, path) -> None:
+    """A file a command will write (`-o`): said wrong before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise ToolError(f"{option} {path}: is a directory")
+    if not path.parent.is_dir():
+        raise ToolError(f"{option} {path}: no such directory {path.parent}")
 
 
 def publish_mode(path, executable: bool = False) -> None:

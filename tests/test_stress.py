@@ -85,13 +85,26 @@ def churn_rss(out):
     return int(m.group(1)), int(m.group(2))
 
 
-def test_thread_churn_without_a_free_pthread_key(built, model, plain_programs, tmp_path_factory):
+@pytest.fixture(scope="session")
+def key_hog(tmp_path_factory):
+    """Takes every pthread key in its constructor."""
+    return shim(tmp_path_factory, "key_hog")
+
+
+def behind_key_hog(built, key_hog):
+    """The environment that preloads the allocator, then key_hog: ld.so initializes the later
+    one first, so no key is left for the allocator's constructor."""
+    env = preload_env(built)
+    env["LD_PRELOAD"] = f"{built.override} {key_hog}"
+    return env
+
+
+def test_thread_churn_without_a_free_pthread_key(built, model, plain_programs, key_hog):
     """Every pthread key taken before the allocator's constructor and first allocation (a shim
     initialized first): the heaps of exited threads still come back, through glibc's
     per-thread destructor list (before: 2000 threads left 660 MiB resident)."""
     needs_threads(model)
-    env = preload_env(built)
-    env["LD_PRELOAD"] = f"{built.override} {shim(tmp_path_factory, 'key_hog')}"   # hog's init first
+    env = behind_key_hog(built, key_hog)
     r = subprocess.run([str(plain_programs["churn"]), "2000"], capture_output=True, text=True,
                        env=env, timeout=240)
     assert r.returncode == 0 and "every pthread key taken" in r.stderr, r.stderr[-2000:]
@@ -102,15 +115,13 @@ def test_thread_churn_without_a_free_pthread_key(built, model, plain_programs, t
 
 @pytest.mark.parametrize("hog", [False, True], ids=["keys", "no-key"])
 def test_key_destructors_that_allocate_after_the_exit_hook(built, model, plain_programs,
-                                                          tmp_path_factory, hog):
+                                                          key_hog, hog):
     """1000 threads whose pthread key destructor allocates after the allocator's exit hook ran
     (glibc runs its destructor list, the fallback's hook, before key destructors): the heap
     such a destructor takes is only lent and comes back (before, behind key_hog: one heap per
     thread stayed live, 118 MiB resident)."""
     needs_threads(model)
-    env = preload_env(built)
-    if hog:
-        env["LD_PRELOAD"] = f"{built.override} {shim(tmp_path_factory, 'key_hog')}"
+    env = behind_key_hog(built, key_hog) if hog else preload_env(built)
     out = run([plain_programs["key_dtor"], 1000], env=env)
     m = re.match(r"key_dtor: runs=1000 rss_start_kb=(\d+) rss_end_kb=(\d+)\n$", out)
     assert m, out

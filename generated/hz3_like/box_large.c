@@ -37,14 +37,28 @@ static unsigned hz_large_cached;
 static size_t hz_large_cached_bytes;     /* touched bytes: what the cache may keep resident */
 static _Atomic(uint64_t) hz_large_due_ms = UINT64_MAX;   /* when the oldest entry is due */
 
+/* the cache changed (lock held): when its oldest entry is due now */
+static void hz_large_due_update(void)
+{
+  atomic_store_explicit(&hz_large_due_ms, hz_large_cached ? hz_large_cache[0].freed_ms + HZ_PURGE_DELAY_MS
+                                                         : UINT64_MAX, memory_order_relaxed);
+}
+
+/* how many of the oldest entries were freed delay_ms ago or earlier (lock held) */
+static unsigned hz_large_cache_due(uint64_t now)
+{
+  unsigned due = 0;
+  while (due < hz_large_cached && hz_large_cache[due].freed_ms + HZ_PURGE_DELAY_MS <= now) due++;
+  return due;
+}
+
 /* entries [at, at + n) leave the cache (lock held; the caller has copied what it needs) */
 static void hz_large_cache_drop(unsigned at, unsigned n)
 {
   for (unsigned i = at; i < at + n; i++) hz_large_cached_bytes -= hz_large_cache[i].touched;
   hz_large_cached -= n;
   memmove(&hz_large_cache[at], &hz_large_cache[at + n], (hz_large_cached - at) * sizeof hz_large_cache[0]);
-  atomic_store_explicit(&hz_large_due_ms, hz_large_cached ? hz_large_cache[0].freed_ms + HZ_PURGE_DELAY_MS
-                                                         : UINT64_MAX, memory_order_relaxed);
+  hz_large_due_update();
 }
 
 /* the oldest n entries leave the cache and are unmapped outside the lock, as evictions are
@@ -80,9 +94,7 @@ static void hz_large_cache_decay_inline(uint64_t now)
 {
   if (now < atomic_load_explicit(&hz_large_due_ms, memory_order_relaxed)) return;
   hz_lock_acquire(&hz_large_lock);
-  unsigned due = 0;
-  while (due < hz_large_cached && hz_large_cache[due].freed_ms + HZ_PURGE_DELAY_MS <= now) due++;
-  hz_large_cache_unmap_oldest(due);   /* releases the lock */
+  hz_large_cache_unmap_oldest(hz_large_cache_due(now));   /* releases the lock */
 }
 
 /* a freed reservation (touched: its resident bytes) leaves: unmapped by the purger when it runs
@@ -146,7 +158,7 @@ static void hz_large_cache_put(char *map, size_t len, size_t touched)
   };
   hz_large_cached++;
   hz_large_cached_bytes += touched;
-  if (hz_large_cached == 1) atomic_store_explicit(&hz_large_due_ms, now + HZ_PURGE_DELAY_MS, memory_order_relaxed);
+  hz_large_due_update();
   /* this much idle memory asks for the purger, which returns it delay_ms after the free */
   if (hz_large_cached_bytes > ((size_t)HZ_MAX_DIRTY_UNITS << HZ_SLAB_SHIFT)) hz_purger_want();
   hz_lock_release(&hz_large_lock);
@@ -162,14 +174,14 @@ static void hz_large_cache_put(char *map, size_t len, size_t touched)
 static uint64_t hz_large_cache_decay(uint64_t now)
 {
   hz_lock_acquire(&hz_large_lock);
-  unsigned due = 0;
-  for (; due < hz_large_cached && hz_large_cache[due].freed_ms + HZ_PURGE_DELAY_MS <= now; due++) {
-    const hz_large_entry *e = &hz_large_cache[due];
+  unsigned due = hz_large_cache_due(now);
+  for (unsigned i = 0; i < due; i++) {
+    const hz_large_entry *e = &hz_large_cache[i];
     atomic_fetch_add_explicit(&hz_doomed_bytes, e->touched, memory_order_relaxed);
     hz_doomed_push(e->map, e->len, e->touched);
   }
   hz_large_cache_drop(0, due);
-  uint64_t next = hz_large_cached ? hz_large_cache[0].freed_ms + HZ_PURGE_DELAY_MS : UINT64_MAX;
+  uint64_t next = atomic_load_explicit(&hz_large_due_ms, memory_order_relaxed);
   hz_lock_release(&hz_large_lock);
   return next;
 }
