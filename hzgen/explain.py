@@ -70,14 +70,18 @@ def _remote_text(m: Model) -> str:
 
 def _large_text(m: Model) -> str:
     L = m.large
-    head = (f"requests above {size_text(m.small_max)} (and alignments slabs cannot give): "
-            "one segment-aligned mapping each, header in front; ")
+    lo, hi = m.pool_shifts
+    head = (f"requests above {size_text(m.small_max)}: one segment-aligned mapping each, header in "
+            "front; ")
+    pool = (f"; small blocks aligned beyond every class ({size_text(1 << lo)} .. "
+            f"{size_text(1 << hi)}) share regions of slots (the aligned pool), larger alignments "
+            "get a mapping each")
     if L["release"] == "cache":
         decay = (f"; the purger unmaps them {m.backing['delay_ms']} ms after they were freed"
                  if m.backing["purge_thread"] else "")
         return head + (f"freed mappings cached for reuse (up to {L['cache_entries']} mappings, "
-                       f"{size_text(L['max_cached'])}; oldest evicted first{decay})")
-    return head + "munmap on free"
+                       f"{size_text(L['max_cached'])}; oldest evicted first{decay})") + pool
+    return head + "munmap on free" + pool
 
 
 def _backing_text(m: Model) -> str:

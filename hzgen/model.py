@@ -14,6 +14,10 @@ from .spec import Spec, SpecError
 # the C _Static_asserts that its real header fits in the pages reserved from this estimate.
 UNIT_META_BYTES = 128
 HEADER_FIXED_BYTES = 256
+OS_PAGE = 4096
+# the aligned pool serves alignments up to 2^24 = 16 MiB (DESIGN: "at least 16 MiB"); above, a
+# block is a mapping of its own
+POOL_MAX_SHIFT = 24
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,21 @@ class Model:
     @property
     def max_class_align(self) -> int:
         return max(c.align for c in self.classes)
+
+    @property
+    def pool_header_offset(self) -> int:
+        """Where an aligned-pool region keeps its header: in slot 0, past the largest small
+        block (a page-rounded small_max)."""
+        return -(-self.small_max // OS_PAGE) * OS_PAGE
+
+    @property
+    def pool_shifts(self) -> tuple[int, int]:
+        """log2 of the smallest and largest alignment the aligned pool serves (small blocks
+        aligned beyond every class): above the classes' alignments, past slot 0's header page,
+        and at most 64 slots to a segment; up to 16 MiB (DESIGN's floor) or that minimum."""
+        need = max(2 * self.max_class_align, self.pool_header_offset + OS_PAGE, self.segment // 64)
+        lo = (need - 1).bit_length()
+        return lo, max(lo, POOL_MAX_SHIFT)
 
     @property
     def stats_on(self) -> bool:

@@ -89,10 +89,6 @@ def test_small_aligned_blocks_share_slabs(lib, align):
     mappings and 4000 MiB of address space)."""
     if align > lib.model.max_class_align:
         pytest.skip(f"no class of this spec has blocks aligned to {align}")
-    def mappings():
-        with open("/proc/self/maps") as f:
-            return sum(1 for _ in f)
-
     before = mappings()
     ptrs = [lib.aligned_alloc(align, 64) for _ in range(64)]
     grown = mappings() - before        # one mapping per block: +64 (they cannot merge)
@@ -101,6 +97,57 @@ def test_small_aligned_blocks_share_slabs(lib, align):
     assert grown <= 2 + 64 * align // lib.model.segment, grown   # new segments only
     for p in ptrs:
         lib.free(p)
+
+
+def mappings() -> int:
+    with open("/proc/self/maps") as f:
+        return sum(1 for _ in f)
+
+
+@pytest.mark.parametrize("align", [512 << 10, 1 * MIB, 4 * MIB, 16 * MIB])
+def test_small_blocks_aligned_beyond_every_class_share_regions(lib, align):
+    """Small blocks aligned beyond every slab class, up to 16 MiB (DESIGN), share regions of the
+    aligned pool: 64 blocks of 64 B take a mapping per region of slots, not one each (before:
+    20000 blocks aligned to 1 MiB were 20031 mappings, near the kernel's limit of 65530).
+    Freed slots are reused; malloc_trim unmaps the regions once they are empty."""
+    lo, hi = lib.model.pool_shifts
+    if not (1 << lo) <= align <= (1 << hi) or align <= lib.model.max_class_align:
+        pytest.skip(f"{align} is not an aligned-pool alignment of this spec")
+    slots = max(32, lib.model.segment // align)
+    before = mappings()
+    ptrs = [lib.aligned_alloc(align, 64) for _ in range(64)]
+    assert all(p != lib.ffi.NULL and addr(lib, p) % align == 0 for p in ptrs)
+    assert all(lib.malloc_usable_size(p) >= 64 for p in ptrs)
+    assert len({addr(lib, p) for p in ptrs}) == 64
+    for i, p in enumerate(ptrs):
+        fill(lib, p, 64, i)
+    grown = mappings() - before
+    assert grown <= 64 // slots + 1, grown
+    for i, p in enumerate(ptrs):
+        check_fill(lib, p, 64, i)
+    for p in ptrs[::2]:
+        lib.free(p)
+    again = [lib.memalign(align, 100) for _ in range(32)]     # the freed slots, no new region
+    assert mappings() - before <= grown
+    assert all(addr(lib, p) % align == 0 for p in again)
+    for p in ptrs[1::2] + again:
+        lib.free(p)
+    lib.malloc_trim(0)
+    assert mappings() <= before + 1
+
+
+def test_aligned_pool_block_realloc(lib):
+    """realloc of a pool block: in place within its usable size, moved (contents kept) past it."""
+    align = 1 << lib.model.pool_shifts[0]
+    p = lib.aligned_alloc(align, 1000)
+    fill(lib, p, 1000, 0x3C)
+    usable = lib.malloc_usable_size(p)
+    assert usable >= 1000
+    assert lib.realloc(p, usable) == p and lib.realloc(p, 10) == p
+    q = lib.realloc(p, usable + 5000)
+    assert q != lib.ffi.NULL and q != p and lib.malloc_usable_size(q) >= usable + 5000
+    check_fill(lib, q, 10, 0x3C)
+    lib.free(q)
 
 
 def test_posix_memalign_bad_alignment_leaves_pointer(lib):

@@ -39,6 +39,16 @@ def test_tier_ranges_partition_the_classes(model):
     assert model.ranges[-1].hi == model.small_max
 
 
+def test_aligned_pool_starts_past_every_class_and_slot_zero_header(model):
+    """The aligned pool takes over where the classes' alignments end, its slot 0 holds a small
+    block and the region header, a segment has at most 64 slots, and it reaches 16 MiB."""
+    lo, hi = model.pool_shifts
+    assert (1 << lo) > model.max_class_align
+    assert (1 << lo) >= model.pool_header_offset + 4096 >= model.small_max + 4096
+    assert model.segment >> lo <= 64
+    assert hi >= 24
+
+
 def test_slab_geometry_keeps_waste_under_the_bound():
     units, blocks, waste = slab_geometry(24576, 65536, 8, 0.125, 63)
     assert (units, blocks) == (2, 5) and waste <= 0.125

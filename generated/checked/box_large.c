@@ -339,3 +339,188 @@ static void *hz_large_resize(hz_large *L, size_t n)
   L->touched = need;
   return L->user;
 }
+
+/* ======== the aligned pool: small blocks (up to small_max) aligned beyond every class, from
+ * 2^HZ_POOL_MIN_SHIFT to 2^HZ_POOL_MAX_SHIFT. Blocks of one alignment A share a region of up to
+ * 64 slots of A bytes, one mapping aligned to its own size: a block sits at its slot's start
+ * (only its touched pages are resident), the region's header in slot 0 past the largest small
+ * block. A mapping per region, not per block: 20000 blocks of 64 B aligned to 1 MiB took 20031
+ * mappings (65530 is the kernel's default limit), now 625. */
+#define HZ_POOL_MAGIC 0x687a506f6f6c2121ull
+#define HZ_POOL_SLOTS_MAX 64u
+#define HZ_POOL_DIRTY_MAX (2 * (size_t)HZ_POOL_HDR_OFF)   /* freed slots' pages kept for reuse */
+
+typedef struct hz_pool_region {
+  uint64_t magic;
+  struct hz_pool_region *next;           /* the other regions of this alignment */
+  uint64_t live;                         /* slots handed out (read unlocked by usable_size) */
+  uint64_t dirty;                        /* free slots whose pages may still be resident */
+  uint32_t usable[HZ_POOL_SLOTS_MAX];    /* a live slot's page-rounded request */
+  uint32_t touched[HZ_POOL_SLOTS_MAX];   /* bytes from a slot's start that may be resident */
+} hz_pool_region;
+_Static_assert(HZ_POOL_HDR_OFF + sizeof(hz_pool_region) <= ((size_t)1 << HZ_POOL_MIN_SHIFT), "pool header in slot 0");
+_Static_assert(HZ_SMALL_MAX <= HZ_POOL_HDR_OFF, "a small block fits before the pool header");
+
+static hz_lock hz_pool_lock;
+static hz_pool_region *hz_pool_regions[HZ_POOL_MAX_SHIFT + 1];   /* by log2 of the alignment */
+static size_t hz_pool_dirty_bytes;
+
+/* 32 slots to a region, more when that is less than a segment (the registry's granule) */
+static unsigned hz_pool_slots(unsigned shift)
+{
+  return ((size_t)32 << shift) >= HZ_SEGMENT_SIZE ? 32u : (unsigned)(HZ_SEGMENT_SIZE >> shift);
+}
+static size_t hz_pool_region_size(unsigned shift) { return (size_t)hz_pool_slots(shift) << shift; }
+static uint64_t hz_pool_full(unsigned shift)   /* the live mask of a region with no free slot */
+{ return hz_pool_slots(shift) == 64 ? ~0ull : (1ull << hz_pool_slots(shift)) - 1; }
+static char *hz_pool_base(const hz_pool_region *R) { return (char *)R - HZ_POOL_HDR_OFF; }
+
+/* every registry granule of a region: kind (HZ_KIND_POOL + shift), or HZ_KIND_NONE */
+static void hz_pool_register(char *base, unsigned shift, unsigned kind)
+{
+  for (size_t off = 0; off < hz_pool_region_size(shift); off += HZ_SEGMENT_SIZE)
+    __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(base + off)], (uint8_t)kind, __ATOMIC_RELEASE);
+}
+
+/* the region of a pointer whose registry kind is a pool's, and its slot if p is a live block
+ * handed out (else -1) */
+static hz_pool_region *hz_pool_of(const void *p, unsigned kind, int *slot)
+{
+  unsigned shift = kind - HZ_KIND_POOL;
+  uintptr_t base = (uintptr_t)p & ~(uintptr_t)(hz_pool_region_size(shift) - 1);
+  hz_pool_region *R = (hz_pool_region *)(base + HZ_POOL_HDR_OFF);
+  uintptr_t off = (uintptr_t)p - base;
+  *slot = -1;
+  if (R->magic == HZ_POOL_MAGIC && !(off & (((uintptr_t)1 << shift) - 1)) &&
+      (__atomic_load_n(&R->live, __ATOMIC_RELAXED) >> (off >> shift) & 1))
+    *slot = (int)(off >> shift);
+  return R;
+}
+
+/* a new region for alignment 2^shift (pool lock held) */
+static hz_pool_region *hz_pool_region_new(unsigned shift)
+{
+  size_t len = hz_pool_region_size(shift);
+  char *base = hz_os_map_aligned(len, len);
+  if (!base) return NULL;
+  hz_pool_region *R = (hz_pool_region *)(base + HZ_POOL_HDR_OFF);
+  R->magic = HZ_POOL_MAGIC;
+  R->next = hz_pool_regions[shift];
+  hz_pool_regions[shift] = R;
+  hz_pool_register(base, shift, HZ_KIND_POOL + shift);
+  return R;
+}
+
+static void *hz_pool_alloc(size_t n, unsigned shift)
+{
+  const uint64_t all = hz_pool_full(shift);
+  const size_t usable = hz_page_round(n ? n : 1);
+  hz_lock_acquire(&hz_pool_lock);
+  hz_pool_region *R = hz_pool_regions[shift];
+  while (R && R->live == all) R = R->next;
+  if (!R && !(R = hz_pool_region_new(shift))) {
+    hz_lock_release(&hz_pool_lock);
+    errno = ENOMEM;
+    return NULL;
+  }
+  /* a slot whose pages are still resident first (no faults), else the lowest clean one */
+  unsigned s = (unsigned)__builtin_ctzll(R->dirty ? R->dirty : ~R->live & all);
+  char *p = hz_pool_base(R) + ((size_t)s << shift);
+  size_t trim = 0;
+  if (R->dirty >> s & 1) {
+    R->dirty &= ~(1ull << s);
+    hz_pool_dirty_bytes -= R->touched[s];
+    /* at most four times the request stays resident (as a reused large mapping) */
+    if (R->touched[s] > 4 * usable) { trim = R->touched[s] - usable; R->touched[s] = (uint32_t)usable; }
+  }
+  if (R->touched[s] < usable) R->touched[s] = (uint32_t)usable;
+  R->usable[s] = (uint32_t)usable;
+  __atomic_store_n(&R->live, R->live | 1ull << s, __ATOMIC_RELAXED);
+  hz_lock_release(&hz_pool_lock);
+  if (trim) hz_os_purge(p + usable, trim);   /* the slot is ours: no lock needed */
+  return p;
+}
+
+/* R has no live block left and another region of its alignment has a free slot (so the next
+ * allocation does not map it again): it goes (lock held; the caller unmaps it after releasing
+ * the lock). Returns 1 if it went. */
+static int hz_pool_region_drop(hz_pool_region *R, unsigned shift)
+{
+  if (R->live) return 0;
+  const uint64_t all = hz_pool_full(shift);
+  hz_pool_region *other = hz_pool_regions[shift];
+  while (other && (other == R || other->live == all)) other = other->next;
+  if (!other) return 0;
+  hz_pool_region **at = &hz_pool_regions[shift];
+  while (*at != R) at = &(*at)->next;
+  *at = R->next;
+  for (uint64_t d = R->dirty; d; d &= d - 1) hz_pool_dirty_bytes -= R->touched[__builtin_ctzll(d)];
+  hz_pool_register(hz_pool_base(R), shift, HZ_KIND_NONE);
+  return 1;
+}
+
+static void hz_pool_free(void *p, unsigned kind)
+{
+  const unsigned shift = kind - HZ_KIND_POOL;
+  int s;
+  hz_lock_acquire(&hz_pool_lock);
+  hz_pool_region *R = hz_pool_of(p, kind, &s);
+  if (s < 0) {
+    hz_lock_release(&hz_pool_lock);
+    hz_invalid_free(p, "free of a pointer that is not a live aligned block");
+    return;
+  }
+  const uint64_t bit = 1ull << s;
+  size_t touched = R->touched[s];
+  if (hz_pool_dirty_bytes + touched > HZ_POOL_DIRTY_MAX) {
+    /* over the budget: the pages go back before the slot is free again (no other thread can
+     * take it meanwhile, so the kernel call runs without the lock) */
+    hz_lock_release(&hz_pool_lock);
+    hz_os_purge(p, touched);
+    hz_lock_acquire(&hz_pool_lock);
+    R->touched[s] = 0;
+  } else {
+    R->dirty |= bit;
+    hz_pool_dirty_bytes += touched;
+  }
+  __atomic_store_n(&R->live, R->live & ~bit, __ATOMIC_RELAXED);
+  int drop = hz_pool_region_drop(R, shift);
+  hz_lock_release(&hz_pool_lock);
+  if (drop) hz_os_unmap(hz_pool_base(R), hz_pool_region_size(shift));
+}
+
+/* a live pool block's usable bytes, 0 for any other pointer of a pool region */
+static size_t hz_pool_usable(const void *p, unsigned kind)
+{
+  int s;
+  hz_pool_region *R = hz_pool_of(p, kind, &s);
+  return s < 0 ? 0 : R->usable[s];
+}
+
+/* malloc_trim: every freed slot's pages go back, every region without a live block is unmapped;
+ * returns 1 if anything was released */
+static int hz_pool_trim(void)
+{
+  int released = 0;
+  hz_lock_acquire(&hz_pool_lock);
+  for (unsigned shift = HZ_POOL_MIN_SHIFT; shift <= HZ_POOL_MAX_SHIFT; shift++) {
+    for (hz_pool_region **at = &hz_pool_regions[shift]; *at;) {
+      hz_pool_region *R = *at;
+      for (uint64_t d = R->dirty; d; d &= d - 1) {
+        unsigned s = (unsigned)__builtin_ctzll(d);
+        hz_os_purge(hz_pool_base(R) + ((size_t)s << shift), R->touched[s]);
+        hz_pool_dirty_bytes -= R->touched[s];
+        R->touched[s] = 0;
+        released = 1;
+      }
+      R->dirty = 0;
+      if (R->live) { at = &R->next; continue; }
+      *at = R->next;
+      hz_pool_register(hz_pool_base(R), shift, HZ_KIND_NONE);
+      hz_os_unmap(hz_pool_base(R), hz_pool_region_size(shift));
+      released = 1;
+    }
+  }
+  hz_lock_release(&hz_pool_lock);
+  return released;
+}

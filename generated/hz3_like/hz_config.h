@@ -18,6 +18,10 @@
 #define HZ_HEADER_UNITS 17u           /* units holding the segment header */
 #define HZ_MAX_CLASS_UNITS 16u
 #define HZ_OS_PAGE 4096u
+/* the aligned pool: small blocks aligned beyond every class share regions of slots */
+#define HZ_POOL_HDR_OFF 65536u    /* slot 0: the region header past its block */
+#define HZ_POOL_MIN_SHIFT 17u
+#define HZ_POOL_MAX_SHIFT 24u
 #define HZ_OUTBOX_SLOTS 16u
 #define HZ_LARGE_CACHE_ENTRIES 32u
 #define HZ_LARGE_CACHE_BYTES ((size_t)33554432u)

@@ -80,6 +80,9 @@ enum { HZ_KIND_NONE = 0, HZ_KIND_SMALL = 1, HZ_KIND_LARGE = 2, HZ_KIND_LARGE_HI 
        HZ_KIND_LARGE_BODY = 5 /* a later granule of a large block: never a foreign pointer */ };
 HZ_INLINE int hz_is_large(unsigned kind)
 { return kind == HZ_KIND_LARGE || kind == HZ_KIND_LARGE_HI || kind == HZ_KIND_LARGE_BODY; }
+/* a region of the aligned pool: the kind is HZ_KIND_POOL + log2 of the region's alignment */
+#define HZ_KIND_POOL 32u
+HZ_INLINE int hz_is_pool(unsigned kind) { return kind >= HZ_KIND_POOL; }
 /* Slabs of the first class range live in HZ_KIND_SMALL segments, the other ranges' in
  * HZ_KIND_SMALL_ALT ones: free's inline path serves the first range with no range dispatch,
  * the others take one out-of-line step. */

@@ -33,12 +33,14 @@ static void hz_fork_prepare(void)
 {
   hz_lock_acquire(&hz_heap_lock);
   hz_lock_acquire(&hz_seg_lock);
+  hz_lock_acquire(&hz_pool_lock);
   hz_lock_acquire(&hz_large_lock);
 }
 
 static void hz_fork_parent(void)
 {
   hz_lock_release(&hz_large_lock);
+  hz_lock_release(&hz_pool_lock);
   hz_lock_release(&hz_seg_lock);
   hz_lock_release(&hz_heap_lock);
 }
@@ -46,6 +48,7 @@ static void hz_fork_parent(void)
 static void hz_fork_child(void)
 {
   hz_lock_reset(&hz_large_lock);
+  hz_lock_reset(&hz_pool_lock);
   hz_lock_reset(&hz_seg_lock);
   hz_lock_reset(&hz_heap_lock);
   hz_stats_fork_child();

@@ -147,6 +147,8 @@ HZ_NOINLINE void hz_free_slow(void *p)
     hz_large *L = hz_large_of(p, kind);
     if (L) hz_large_free(L);
     else hz_invalid_free(p, "free of a pointer inside a large block");
+  } else if (hz_is_pool(kind)) {
+    hz_pool_free(p, kind);
   } else {
     hz_foreign_free(p);
   }
@@ -171,11 +173,13 @@ static size_t hz_usable_size(void *p)
     hz_large *L = hz_large_of(p, kind);
     return L ? L->usable : 0;
   }
+  if (hz_is_pool(kind)) return hz_pool_usable(p, kind);
   return hz_foreign_usable_size(p);
 }
 
-/* alignment > quantum: the first class at least n whose blocks are all aligned to it (no
- * mapping per small aligned block, up to HZ_CLASS_ALIGN_MAX), else large */
+/* alignment > quantum: the first class at least n whose blocks are all aligned to it (up to
+ * HZ_CLASS_ALIGN_MAX), then the aligned pool (to 2^HZ_POOL_MAX_SHIFT): no mapping per small
+ * aligned block; else large */
 static void *hz_alloc_aligned(size_t align, size_t n)
 {
   if (align <= HZ_QUANTUM) return hz_malloc(n);
@@ -183,6 +187,8 @@ static void *hz_alloc_aligned(size_t align, size_t n)
     for (uint32_t cls = hz_size_class(n); cls < HZ_NCLASSES; cls++)
       if (hz_class_align[cls] >= align) return hz_alloc_class(cls);
   }
+  if (n <= HZ_SMALL_MAX && align >= ((size_t)1 << HZ_POOL_MIN_SHIFT) && align <= ((size_t)1 << HZ_POOL_MAX_SHIFT))
+    return hz_pool_alloc(n, (unsigned)__builtin_ctzll(align));
   return hz_large_alloc(n, align);
 }
 
@@ -233,6 +239,10 @@ HZ_API void *HZ_FN(realloc)(void *p, size_t n)
       if (q) return q;
     }
     old = L->usable;
+  } else if (hz_is_pool(kind)) {
+    old = hz_pool_usable(p, kind);
+    if (!old) { hz_invalid_free(p, "realloc of a pointer that is not a live aligned block"); errno = EINVAL; return NULL; }
+    if (n <= old) return p;
   } else {
     return __libc_realloc(p, n);   /* not ours: it stays glibc's */
   }
@@ -293,8 +303,9 @@ HZ_API int HZ_FN(malloc_trim)(size_t pad)
   (void)pad;
   hz_heap *h = HZ_HEAP();
     hz_heap_flush(h);
+  int pooled = hz_pool_trim();
   int cached = hz_large_cache_flush();
-  return hz_purge_all() | cached;
+  return hz_purge_all() | cached | pooled;
 }
 
 HZ_API int HZ_FN(mallopt)(int param, int value) { (void)param; (void)value; return 1; }

@@ -137,16 +137,19 @@ static void hz_fork_prepare(void)
 {
   hz_lock_acquire(&hz_heap_lock);
   hz_lock_acquire(&hz_seg_lock);
+  hz_lock_acquire(&hz_pool_lock);
 }
 
 static void hz_fork_parent(void)
 {
+  hz_lock_release(&hz_pool_lock);
   hz_lock_release(&hz_seg_lock);
   hz_lock_release(&hz_heap_lock);
 }
 
 static void hz_fork_child(void)
 {
+  hz_lock_reset(&hz_pool_lock);
   hz_lock_reset(&hz_seg_lock);
   hz_lock_reset(&hz_heap_lock);
   /* heaps of threads that do not exist here may be mid-update: never touch them again */
