@@ -18,6 +18,7 @@ OS_PAGE = 4096
 # the aligned pool serves alignments up to 2^24 = 16 MiB (DESIGN: "at least 16 MiB"); above, a
 # block is a mapping of its own
 POOL_MAX_SHIFT = 24
+POOL_REGION_MAX = 64 << 20   # address space a pool region reserves, at most (or one segment)
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,15 @@ class Model:
         need = max(2 * self.max_class_align, self.pool_header_offset + OS_PAGE, self.segment // 64)
         lo = (need - 1).bit_length()
         return lo, max(lo, POOL_MAX_SHIFT)
+
+    def pool_slots(self, shift: int) -> int:
+        """Slots of a pool region for alignment 2^shift: 32, more when that is less than a
+        segment (a region covers whole registry granules), fewer when it is more than 64 MiB
+        of address space (a 16 MiB alignment: 4 slots, not a 512 MiB reservation)."""
+        align = 1 << shift
+        if 32 * align < self.segment:
+            return self.segment // align
+        return max(1, min(32, max(POOL_REGION_MAX, self.segment) // align))
 
     @property
     def stats_on(self) -> bool:

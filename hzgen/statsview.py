@@ -207,7 +207,7 @@ def render_table(rep: Report) -> str:
            + (f", {rep.count} reports summed" if rep.count > 1 else "")]
     out += table(header, rows) if rows else ["(no allocations counted)"]
     out.append(f"memory: segments mapped {mem['segments_mapped']}, released "
-               f"{mem['segments_released']}; large mappings {mem['large_mapped']}, released "
+               f"{mem['segments_released']}; large blocks {mem['large_mapped']}, released "
                f"{mem['large_released']}; mapped at exit {human(mem['bytes_mapped_now'])}, peak "
                f"{human(mem['bytes_mapped_peak'])}"
                + (" (sum of the processes' peaks)" if rep.count > 1 else "")

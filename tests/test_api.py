@@ -113,7 +113,7 @@ def test_small_blocks_aligned_beyond_every_class_share_regions(lib, align):
     lo, hi = lib.model.pool_shifts
     if not (1 << lo) <= align <= (1 << hi) or align <= lib.model.max_class_align:
         pytest.skip(f"{align} is not an aligned-pool alignment of this spec")
-    slots = max(32, lib.model.segment // align)
+    slots = lib.model.pool_slots(align.bit_length() - 1)
     before = mappings()
     ptrs = [lib.aligned_alloc(align, 64) for _ in range(64)]
     assert all(p != lib.ffi.NULL and addr(lib, p) % align == 0 for p in ptrs)

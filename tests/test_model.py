@@ -47,6 +47,10 @@ def test_aligned_pool_starts_past_every_class_and_slot_zero_header(model):
     assert (1 << lo) >= model.pool_header_offset + 4096 >= model.small_max + 4096
     assert model.segment >> lo <= 64
     assert hi >= 24
+    for shift in range(lo, hi + 1):
+        slots = model.pool_slots(shift)
+        assert 1 <= slots <= 64
+        assert model.segment <= slots << shift <= max(64 << 20, model.segment)
 
 
 def test_slab_geometry_keeps_waste_under_the_bound():

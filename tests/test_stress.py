@@ -351,6 +351,30 @@ def test_aligned_pool_under_threads(built, model, plain_programs):
     assert int(m.group(2)) < int(m.group(1)), out
 
 
+def test_aligned_pool_double_free_while_the_first_free_purges(built, model, plain_programs,
+                                                               madvise_spy):
+    """A free past the pool's budget of kept pages gives the slot's pages back with the lock
+    released; the slot is no longer live meanwhile, so a second free of the block in that
+    window is a wild free (checked: an abort naming it; before, it was taken as valid, could
+    hand the slot out twice and left the budget's count too high for good)."""
+    needs_threads(model)
+    env = preload_env(built, HZ_SPY_MIN_LEN=str(65536))
+    env["LD_PRELOAD"] = f"{madvise_spy} {built.override}"
+    r = subprocess.run([str(plain_programs["aligned_pool"]), "race"], capture_output=True,
+                       text=True, env=env, timeout=60)
+    if model.checks["invalid_free"]:
+        assert r.returncode != 0 and "not a live aligned block" in r.stderr, (r.stdout, r.stderr)
+    else:
+        assert r.returncode == 0 and r.stdout == "race: spied=1 distinct=1\n", (r.stdout, r.stderr)
+
+
+def test_aligned_pool_falls_back_when_a_region_cannot_be_mapped(built, plain_programs):
+    """With the address space limited to 48 MiB above what is mapped, a block aligned to 16 MiB
+    still comes (a mapping of its own from the large box) when its pool region (64 MiB, 128
+    while it is aligned) cannot be mapped (before: ENOMEM where the old path succeeded)."""
+    assert run([plain_programs["aligned_pool"], "rlimit"], env=preload_env(built)) == "rlimit: ok=1\n"
+
+
 @pytest.mark.parametrize("mode,message,clean", [
     ("interior", "free of a pointer that is not a live aligned block", "interior: usable=0 intact=1\n"),
     ("double", "free of a pointer that is not a live aligned block", "double: distinct=1\n"),

@@ -22,6 +22,9 @@
 #define HZ_POOL_HDR_OFF 262144u    /* slot 0: the region header past its block */
 #define HZ_POOL_MIN_SHIFT 19u
 #define HZ_POOL_MAX_SHIFT 24u
+static const uint8_t hz_pool_slot_count[] = {   /* by alignment, from 2^HZ_POOL_MIN_SHIFT */
+32, 32, 32, 16, 8, 4
+};
 #define HZ_OUTBOX_SLOTS 8u
 #define HZ_LARGE_CACHE_ENTRIES 32u
 #define HZ_LARGE_CACHE_BYTES ((size_t)33554432u)

@@ -341,11 +341,12 @@ static void *hz_large_resize(hz_large *L, size_t n)
 }
 
 /* ======== the aligned pool: small blocks (up to small_max) aligned beyond every class, from
- * 2^HZ_POOL_MIN_SHIFT to 2^HZ_POOL_MAX_SHIFT. Blocks of one alignment A share a region of up to
- * 64 slots of A bytes, one mapping aligned to its own size: a block sits at its slot's start
- * (only its touched pages are resident), the region's header in slot 0 past the largest small
- * block. A mapping per region, not per block: 20000 blocks of 64 B aligned to 1 MiB took 20031
- * mappings (65530 is the kernel's default limit), now 625. */
+ * 2^HZ_POOL_MIN_SHIFT to 2^HZ_POOL_MAX_SHIFT. Blocks of one alignment A share a region of slots
+ * of A bytes, one mapping aligned to its own size: a block sits at its slot's start (only its
+ * touched pages are resident), the region's header in slot 0 past the largest small block. A
+ * mapping per region, not per block: 20000 blocks of 64 B aligned to 1 MiB took 20031 mappings
+ * (65530 is the kernel's default limit), now 656. A region that cannot be mapped leaves the
+ * block to the large box (a mapping of its own). */
 #define HZ_POOL_MAGIC 0x687a506f6f6c2121ull
 #define HZ_POOL_SLOTS_MAX 64u
 #define HZ_POOL_DIRTY_MAX (2 * (size_t)HZ_POOL_HDR_OFF)   /* freed slots' pages kept for reuse */
@@ -354,6 +355,7 @@ typedef struct hz_pool_region {
   uint64_t magic;
   struct hz_pool_region *next;           /* the other regions of this alignment */
   uint64_t live;                         /* slots handed out (read unlocked by usable_size) */
+  uint64_t busy;                         /* freed, pages on their way back: not free yet */
   uint64_t dirty;                        /* free slots whose pages may still be resident */
   uint32_t usable[HZ_POOL_SLOTS_MAX];    /* a live slot's page-rounded request */
   uint32_t touched[HZ_POOL_SLOTS_MAX];   /* bytes from a slot's start that may be resident */
@@ -365,11 +367,9 @@ static hz_lock hz_pool_lock;
 static hz_pool_region *hz_pool_regions[HZ_POOL_MAX_SHIFT + 1];   /* by log2 of the alignment */
 static size_t hz_pool_dirty_bytes;
 
-/* 32 slots to a region, more when that is less than a segment (the registry's granule) */
-static unsigned hz_pool_slots(unsigned shift)
-{
-  return ((size_t)32 << shift) >= HZ_SEGMENT_SIZE ? 32u : (unsigned)(HZ_SEGMENT_SIZE >> shift);
-}
+/* slots to a region of alignment 2^shift (the model's table: 32, more when that is under a
+ * segment, the registry's granule, fewer past 64 MiB of address space) */
+static unsigned hz_pool_slots(unsigned shift) { return hz_pool_slot_count[shift - HZ_POOL_MIN_SHIFT]; }
 static size_t hz_pool_region_size(unsigned shift) { return (size_t)hz_pool_slots(shift) << shift; }
 static uint64_t hz_pool_full(unsigned shift)   /* the live mask of a region with no free slot */
 { return hz_pool_slots(shift) == 64 ? ~0ull : (1ull << hz_pool_slots(shift)) - 1; }
@@ -417,14 +417,13 @@ static void *hz_pool_alloc(size_t n, unsigned shift)
   const size_t usable = hz_page_round(n ? n : 1);
   hz_lock_acquire(&hz_pool_lock);
   hz_pool_region *R = hz_pool_regions[shift];
-  while (R && R->live == all) R = R->next;
+  while (R && (R->live | R->busy) == all) R = R->next;
   if (!R && !(R = hz_pool_region_new(shift))) {
     hz_lock_release(&hz_pool_lock);
-    errno = ENOMEM;
-    return NULL;
+    return hz_large_alloc(n, (size_t)1 << shift);   /* no room for a region: a mapping of its own */
   }
   /* a slot whose pages are still resident first (no faults), else the lowest clean one */
-  unsigned s = (unsigned)__builtin_ctzll(R->dirty ? R->dirty : ~R->live & all);
+  unsigned s = (unsigned)__builtin_ctzll(R->dirty ? R->dirty : ~(R->live | R->busy) & all);
   char *p = hz_pool_base(R) + ((size_t)s << shift);
   size_t trim = 0;
   if (R->dirty >> s & 1) {
@@ -437,7 +436,11 @@ static void *hz_pool_alloc(size_t n, unsigned shift)
   R->usable[s] = (uint32_t)usable;
   __atomic_store_n(&R->live, R->live | 1ull << s, __ATOMIC_RELAXED);
   hz_lock_release(&hz_pool_lock);
-  if (trim) hz_os_purge(p + usable, trim);   /* the slot is ours: no lock needed */
+  if (trim) {
+    hz_os_purge(p + usable, trim);   /* the slot is ours: no lock needed */
+    atomic_fetch_add_explicit(&hz_purged_bytes, trim, memory_order_relaxed);
+  }
+  atomic_fetch_add_explicit(&hz_large_mapped_count, 1, memory_order_relaxed);
   return p;
 }
 
@@ -446,10 +449,10 @@ static void *hz_pool_alloc(size_t n, unsigned shift)
  * the lock). Returns 1 if it went. */
 static int hz_pool_region_drop(hz_pool_region *R, unsigned shift)
 {
-  if (R->live) return 0;
+  if (R->live | R->busy) return 0;
   const uint64_t all = hz_pool_full(shift);
   hz_pool_region *other = hz_pool_regions[shift];
-  while (other && (other == R || other->live == all)) other = other->next;
+  while (other && (other == R || (other->live | other->busy) == all)) other = other->next;
   if (!other) return 0;
   hz_pool_region **at = &hz_pool_regions[shift];
   while (*at != R) at = &(*at)->next;
@@ -471,22 +474,26 @@ static void hz_pool_free(void *p, unsigned kind)
     return;
   }
   const uint64_t bit = 1ull << s;
-  size_t touched = R->touched[s];
+  const size_t touched = R->touched[s];
+  __atomic_store_n(&R->live, R->live & ~bit, __ATOMIC_RELAXED);   /* a second free is wild now */
   if (hz_pool_dirty_bytes + touched > HZ_POOL_DIRTY_MAX) {
-    /* over the budget: the pages go back before the slot is free again (no other thread can
-     * take it meanwhile, so the kernel call runs without the lock) */
+    /* over the budget: the pages go back before the slot is free again; busy meanwhile, so no
+     * other thread takes it and the kernel call runs without the lock */
+    R->busy |= bit;
     hz_lock_release(&hz_pool_lock);
     hz_os_purge(p, touched);
+    atomic_fetch_add_explicit(&hz_purged_bytes, touched, memory_order_relaxed);
     hz_lock_acquire(&hz_pool_lock);
+    R->busy &= ~bit;
     R->touched[s] = 0;
   } else {
     R->dirty |= bit;
     hz_pool_dirty_bytes += touched;
   }
-  __atomic_store_n(&R->live, R->live & ~bit, __ATOMIC_RELAXED);
   int drop = hz_pool_region_drop(R, shift);
   hz_lock_release(&hz_pool_lock);
   if (drop) hz_os_unmap(hz_pool_base(R), hz_pool_region_size(shift));
+  atomic_fetch_add_explicit(&hz_large_released_count, 1, memory_order_relaxed);
 }
 
 /* a live pool block's usable bytes, 0 for any other pointer of a pool region */
@@ -509,12 +516,13 @@ static int hz_pool_trim(void)
       for (uint64_t d = R->dirty; d; d &= d - 1) {
         unsigned s = (unsigned)__builtin_ctzll(d);
         hz_os_purge(hz_pool_base(R) + ((size_t)s << shift), R->touched[s]);
+        atomic_fetch_add_explicit(&hz_purged_bytes, R->touched[s], memory_order_relaxed);
         hz_pool_dirty_bytes -= R->touched[s];
         R->touched[s] = 0;
         released = 1;
       }
       R->dirty = 0;
-      if (R->live) { at = &R->next; continue; }
+      if (R->live | R->busy) { at = &R->next; continue; }
       *at = R->next;
       hz_pool_register(hz_pool_base(R), shift, HZ_KIND_NONE);
       hz_os_unmap(hz_pool_base(R), hz_pool_region_size(shift));

@@ -12,14 +12,28 @@
  *   aligned_pool double   : a 1 MiB-aligned block freed twice, then two more allocated: they
  *                           must differ (checks: the second free aborts); prints
  *                           "double: distinct=1"
+ *   aligned_pool race     : behind tests/c/madvise_spy.c (a non-main thread's madvise of 64 KiB
+ *                           or more takes 300 ms): 40 blocks of 64 KiB aligned to 4 MiB freed
+ *                           (past the pool's budget of kept pages), then a thread frees a
+ *                           victim block and, while that free sits in its madvise, the main
+ *                           thread frees it again (checks: that second free aborts), then
+ *                           allocates two blocks, one before and one after the thread is done:
+ *                           they must differ; prints "race: spied=1 distinct=1"
+ *   aligned_pool rlimit   : with RLIMIT_AS 48 MiB above what is mapped (no room for a pool
+ *                           region of 16 MiB alignments: 128 MiB while it is aligned), blocks
+ *                           aligned to 16 MiB still come (from the large box); prints
+ *                           "rlimit: ok=1"
  * Run it under LD_PRELOAD of the library.
  */
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "hzcheck.h"
 
@@ -124,10 +138,55 @@ static void double_free(void)
     if (!a) hz_fail("aligned_alloc failed");
     free(a);
     free(a);
-    void *b = aligned_alloc(MIB, 100), *c = aligned_alloc(MIB, 100);
+    void *volatile b = aligned_alloc(MIB, 100), *volatile c = aligned_alloc(MIB, 100);
     printf("double: distinct=%d\n", b && c && b != c);
     free(b);
     free(c);
+}
+
+static void *free_it(void *p)
+{
+    free(p);
+    return NULL;
+}
+
+static void race(void)
+{
+    volatile int *spy = (volatile int *)dlsym(RTLD_DEFAULT, "hz_spy_in_madvise");
+    if (!spy) hz_fail("race: run behind madvise_spy");
+    void *b[40];
+    for (int i = 0; i < 40; i++) b[i] = memset(aligned_alloc(4 * MIB, 65536), 7, 65536);
+    void *volatile victim = memset(aligned_alloc(4 * MIB, 65536), 9, 65536);
+    for (int i = 0; i < 40; i++) free(b[i]);
+    pthread_t t;
+    if (pthread_create(&t, NULL, free_it, victim)) hz_fail("pthread_create");
+    int spied = 0;
+    for (int i = 0; i < 2000 && !(spied = *spy); i++) usleep(1000);
+    free(victim);                      /* a second free while the first one is in its madvise */
+    void *volatile x = aligned_alloc(4 * MIB, 100);   /* (volatile: gcc may fold x != y) */
+    pthread_join(t, NULL);
+    void *volatile y = aligned_alloc(4 * MIB, 100);
+    printf("race: spied=%d distinct=%d\n", spied, x && y && x != y);
+    free(x);
+    free(y);
+}
+
+static void rlimit(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0;
+    if (!f || fscanf(f, "%lu", &pages) != 1) hz_fail("cannot read /proc/self/statm");
+    fclose(f);
+    struct rlimit lim = {.rlim_cur = pages * 4096 + 48 * MIB, .rlim_max = RLIM_INFINITY};
+    if (setrlimit(RLIMIT_AS, &lim)) hz_fail("setrlimit");
+    int ok = 1;
+    for (int i = 0; i < 2; i++) {
+        unsigned char *p = aligned_alloc(16 * MIB, 64);
+        ok &= p && (uintptr_t)p % (16 * MIB) == 0 && malloc_usable_size(p) >= 64;
+        if (p) memset(p, 1, 64);
+        free(p);
+    }
+    printf("rlimit: ok=%d\n", ok);
 }
 
 int main(int argc, char **argv)
@@ -137,6 +196,8 @@ int main(int argc, char **argv)
     if (!strcmp(mode, "threads")) threads();
     else if (!strcmp(mode, "interior")) interior();
     else if (!strcmp(mode, "double")) double_free();
-    else hz_fail("usage: aligned_pool threads|interior|double");
+    else if (!strcmp(mode, "rlimit")) rlimit();
+    else if (!strcmp(mode, "race")) race();
+    else hz_fail("usage: aligned_pool threads|interior|double|race|rlimit");
     return 0;
 }
