@@ -98,6 +98,8 @@ typedef _Bool bool;
 typedef unsigned pthread_key_t;
 typedef unsigned long pthread_t;
 typedef struct hz_fake_attr pthread_attr_t;
+typedef struct hz_fake_mutex pthread_mutex_t;
+typedef struct hz_fake_mutexattr pthread_mutexattr_t;
 typedef struct hz_fake_sigset sigset_t;
 typedef int clockid_t;
 typedef long time_t;

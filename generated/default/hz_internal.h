@@ -136,6 +136,11 @@ struct hz_heap {
   hz_heap *next_all, *next_free;
   int state;
   uint32_t ticks;             /* slow paths taken: every 64th does the periodic work */
+  /* the owner token: a robust mutex the owning thread holds while the heap is LIVE. A thread
+   * that dies holding it (it never ran our exit hook) has it marked by the kernel (the robust
+   * futex list), which no thread id reuse, fork or clone child can fake */
+  pthread_mutex_t owner;
+  int owner_ok;               /* 0: no robust mutexes here (the token is not used) */
 };
 /* the model's layout (hz_class_cache_off, hz_cache_off_q) must be the compiler's */
 _Static_assert(sizeof(hz_cache_r0) == 16u, "cache layout");

@@ -22,7 +22,7 @@ static void hz_heap_flush(hz_heap *h)
 
 
 /* every 64th slow path of a heap: purge what is due, take in remote frees of every class,
- * reclaim one abandoned heap */
+ * reclaim one abandoned heap, try the tokens of two live ones */
 static void hz_heap_tick(hz_heap *h)
 {
   hz_maybe_purge();

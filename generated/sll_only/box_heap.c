@@ -24,9 +24,52 @@ static void hz_heap_flush(hz_heap *h)
   hz_slab_release_empty(h);
 }
 
+/* ---- the owner token (hz_heap.owner): never waited for, only tried */
+static void hz_owner_init(hz_heap *h)
+{
+  pthread_mutexattr_t a;
+  h->owner_ok = pthread_mutexattr_init(&a) == 0;
+  if (!h->owner_ok) return;
+  h->owner_ok = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) == 0 &&
+                pthread_mutex_init(&h->owner, &a) == 0;
+  pthread_mutexattr_destroy(&a);
+}
+
+/* the calling thread takes the token of h, a heap no thread uses (new, abandoned, or its own
+ * after a fork); no other thread holds it then, so a token that is held belongs to a thread of
+ * the parent process */
+static void hz_owner_take(hz_heap *h)
+{
+  if (!h->owner_ok) return;
+  int e = pthread_mutex_trylock(&h->owner);
+  if (e == EOWNERDEAD) pthread_mutex_consistent(&h->owner);
+  else if (e) {
+    /* held under a thread id of the parent process (a child of fork, _Fork or clone inherits
+     * tokens it owns no more; glibc empties the child's robust list): a fresh one */
+    hz_owner_init(h);
+    if (h->owner_ok && pthread_mutex_trylock(&h->owner)) h->owner_ok = 0;
+  }
+}
+
+static void hz_owner_give(hz_heap *h)
+{
+  if (h->owner_ok && pthread_mutex_unlock(&h->owner)) hz_owner_init(h);   /* as above */
+}
+
 /* this thread's exit hook has run: a heap it takes from now on (a later pthread key destructor
  * that allocates) has no hook left to give it back, so it only borrows one per allocation */
 static __thread int hz_tls_exited __attribute__((tls_model("initial-exec")));
+
+/* h (flushed, no thread's) waits on the abandoned list */
+static void hz_heap_abandon(hz_heap *h)
+{
+  hz_lock_acquire(&hz_heap_lock);
+  __atomic_store_n(&h->state, HZ_HEAP_ABANDONED, __ATOMIC_RELAXED);
+  h->next_free = hz_heaps_free;
+  if (!hz_heaps_free) hz_heaps_free_last = h;
+  hz_heaps_free = h;
+  hz_lock_release(&hz_heap_lock);
+}
 
 static void hz_thread_exit(void *arg)
 {
@@ -35,12 +78,8 @@ static void hz_thread_exit(void *arg)
   hz_tls_exited = 1;
   hz_heap_flush(h);
   hz_tls_heap = &hz_empty_heap;
-  hz_lock_acquire(&hz_heap_lock);
-  h->state = HZ_HEAP_ABANDONED;
-  h->next_free = hz_heaps_free;
-  if (!hz_heaps_free) hz_heaps_free_last = h;
-  hz_heaps_free = h;
-  hz_lock_release(&hz_heap_lock);
+  hz_owner_give(h);
+  hz_heap_abandon(h);
 }
 
 /* the thread-exit key, made on the first heap acquisition (pthread_key_create does not
@@ -93,12 +132,14 @@ HZ_COLD hz_heap *hz_heap_acquire(int *lent)
     h = hz_os_map(hz_page_round(sizeof(hz_heap)));
     if (!h) return NULL;
     hz_front_init(h);
+    hz_owner_init(h);
     hz_lock_acquire(&hz_heap_lock);
     h->next_all = hz_heaps_all;
-    hz_heaps_all = h;
+    __atomic_store_n(&hz_heaps_all, h, __ATOMIC_RELEASE);   /* the dead-owner scan reads it unlocked */
     hz_lock_release(&hz_heap_lock);
   }
-  h->state = HZ_HEAP_LIVE;
+  hz_owner_take(h);
+  __atomic_store_n(&h->state, HZ_HEAP_LIVE, __ATOMIC_RELEASE);   /* after the token: see hz_reclaim_dead */
   hz_tls_heap = h;
   *lent = hz_tls_exited;
   if (!*lent) hz_heap_on_exit(h);
@@ -124,13 +165,44 @@ static int hz_reclaim_abandoned(void)
   return 1;
 }
 
+/* A thread whose first allocation happens in the last round of pthread key destructors (a
+ * destructor that re-arms itself, jemalloc's TSD style) sets our key too late for glibc to run
+ * it, and a thread that leaves by a raw exit syscall runs no destructor at all: its heap stays
+ * LIVE with nobody using it. The kernel marks its token when the thread dies holding it; a
+ * slow path tries two heaps per call, resuming where the last call stopped (no walk of every
+ * heap, no lock), and gives back the ones whose owner died. A heap is LIVE only after its
+ * token is taken (release/acquire), so trying a LIVE heap's token fails while its thread
+ * lives; in a fork child the heaps of threads that are not there are ORPHANED, never tried. */
+static hz_heap *hz_dead_cursor;   /* the next heap to try (heaps are never unmapped) */
+
+static void hz_reclaim_dead(hz_heap *self)
+{
+  for (int k = 0; k < 2; k++) {
+    hz_heap *h = __atomic_load_n(&hz_dead_cursor, __ATOMIC_RELAXED);
+    if (!h) h = __atomic_load_n(&hz_heaps_all, __ATOMIC_ACQUIRE);
+    if (!h) return;
+    __atomic_store_n(&hz_dead_cursor, h->next_all, __ATOMIC_RELAXED);
+    if (h == self || !h->owner_ok || __atomic_load_n(&h->state, __ATOMIC_ACQUIRE) != HZ_HEAP_LIVE) continue;
+    /* only a token the kernel marked (FUTEX_OWNER_DIED in glibc's lock word, a public field)
+     * is tried: a live owner's is never touched, and an adopting thread never meets a scan
+     * that holds one (the heap is abandoned only after the scan lets go of it) */
+    if (!(__atomic_load_n(&h->owner.__data.__lock, __ATOMIC_ACQUIRE) & FUTEX_OWNER_DIED)) continue;
+    if (pthread_mutex_trylock(&h->owner) != EOWNERDEAD) continue;   /* another scan has it */
+    pthread_mutex_consistent(&h->owner);
+    hz_heap_flush(h);
+    pthread_mutex_unlock(&h->owner);
+    hz_heap_abandon(h);
+  }
+}
+
 /* every 64th slow path of a heap: purge what is due, take in remote frees of every class,
- * reclaim one abandoned heap */
+ * reclaim one abandoned heap, try the tokens of two live ones */
 static void hz_heap_tick(hz_heap *h)
 {
   hz_maybe_purge();
   hz_remote_collect_all(h);
   hz_reclaim_abandoned();
+  hz_reclaim_dead(h);
 }
 
 static void hz_fork_prepare(void)
@@ -155,6 +227,8 @@ static void hz_fork_child(void)
   /* heaps of threads that do not exist here may be mid-update: never touch them again */
   for (hz_heap *h = hz_heaps_all; h; h = h->next_all)
     if (h->state == HZ_HEAP_LIVE && h != hz_tls_heap) h->state = HZ_HEAP_ORPHANED;
+  /* this thread's heap: its token is held under the parent's thread id, on no robust list here */
+  if (hz_tls_heap != &hz_empty_heap) hz_owner_take(hz_tls_heap);
 }
 
 __attribute__((constructor)) static void hz_init(void)
