@@ -121,6 +121,52 @@ static hz_heap *hz_abandoned_pop(void)
   return h;
 }
 
+/* A thread whose first allocation happens in the last round of pthread key destructors (a
+ * destructor that re-arms itself, jemalloc's TSD style) sets our key too late for glibc to run
+ * it, and a thread that leaves by a raw exit syscall runs no destructor at all: its heap stays
+ * LIVE with nobody using it. The kernel marks its token when the thread dies holding it. Scans
+ * try `tries` heaps, resuming where the last one stopped (no lock, no walk of every heap): two
+ * every 64th slow path, up to 64 before a new heap is mapped, all of them in malloc_trim; a
+ * heap whose owner died is flushed and abandoned. A heap is LIVE only after its token is taken
+ * (release/acquire), and only a token the kernel marked (FUTEX_OWNER_DIED in glibc's lock
+ * word, a public field) is tried, so a live thread's heap is never touched; in a fork child the
+ * heaps of threads that are not there are ORPHANED, never tried. One scan at a time per heap
+ * (its reclaiming flag): a second one that read the mark before the first gave the heap back
+ * would otherwise take the token of an abandoned heap, and the next adopter, finding it held,
+ * would re-make it while it sits on that thread's robust list. Returns the heaps given back. */
+static hz_heap *hz_dead_cursor;   /* the next heap to try (heaps are never unmapped) */
+
+static int hz_owner_died(hz_heap *h)
+{
+  return __atomic_load_n(&h->state, __ATOMIC_ACQUIRE) == HZ_HEAP_LIVE &&
+         (__atomic_load_n(&h->owner.__data.__lock, __ATOMIC_ACQUIRE) & FUTEX_OWNER_DIED);
+}
+
+static int hz_reclaim_dead(hz_heap *self, unsigned tries)
+{
+  int given = 0;
+  while (tries--) {
+    hz_heap *h = __atomic_load_n(&hz_dead_cursor, __ATOMIC_RELAXED);
+    if (!h) h = __atomic_load_n(&hz_heaps_all, __ATOMIC_ACQUIRE);
+    if (!h) break;
+    __atomic_store_n(&hz_dead_cursor, h->next_all, __ATOMIC_RELAXED);
+    if (h == self || !h->owner_ok || !hz_owner_died(h)) continue;
+    if (__atomic_exchange_n(&h->reclaiming, 1, __ATOMIC_ACQUIRE)) continue;   /* another scan's */
+    int e = hz_owner_died(h) ? pthread_mutex_trylock(&h->owner) : -1;   /* still, once claimed */
+    if (e == EOWNERDEAD) {
+      pthread_mutex_consistent(&h->owner);
+      hz_heap_flush(h);
+      pthread_mutex_unlock(&h->owner);
+      hz_heap_abandon(h);
+      given++;
+    } else if (e == 0) {
+      pthread_mutex_unlock(&h->owner);
+    }
+    __atomic_store_n(&h->reclaiming, 0, __ATOMIC_RELEASE);
+  }
+  return given;
+}
+
 /* the calling thread's first allocation: adopt an abandoned heap or map a new one. After the
  * thread's exit hook ran, the heap is only lent: *lent is set and the caller hands it back
  * (hz_thread_exit) after its allocation (glibc runs the destructor list once, and pthread key
@@ -128,6 +174,7 @@ static hz_heap *hz_abandoned_pop(void)
 HZ_COLD hz_heap *hz_heap_acquire(int *lent)
 {
   hz_heap *h = hz_abandoned_pop();
+  if (!h && hz_reclaim_dead(NULL, 64)) h = hz_abandoned_pop();   /* a dead thread's first */
   if (!h) {
     h = hz_os_map(hz_page_round(sizeof(hz_heap)));
     if (!h) return NULL;
@@ -165,35 +212,6 @@ static int hz_reclaim_abandoned(void)
   return 1;
 }
 
-/* A thread whose first allocation happens in the last round of pthread key destructors (a
- * destructor that re-arms itself, jemalloc's TSD style) sets our key too late for glibc to run
- * it, and a thread that leaves by a raw exit syscall runs no destructor at all: its heap stays
- * LIVE with nobody using it. The kernel marks its token when the thread dies holding it; a
- * slow path tries two heaps per call, resuming where the last call stopped (no walk of every
- * heap, no lock), and gives back the ones whose owner died. A heap is LIVE only after its
- * token is taken (release/acquire), so trying a LIVE heap's token fails while its thread
- * lives; in a fork child the heaps of threads that are not there are ORPHANED, never tried. */
-static hz_heap *hz_dead_cursor;   /* the next heap to try (heaps are never unmapped) */
-
-static void hz_reclaim_dead(hz_heap *self)
-{
-  for (int k = 0; k < 2; k++) {
-    hz_heap *h = __atomic_load_n(&hz_dead_cursor, __ATOMIC_RELAXED);
-    if (!h) h = __atomic_load_n(&hz_heaps_all, __ATOMIC_ACQUIRE);
-    if (!h) return;
-    __atomic_store_n(&hz_dead_cursor, h->next_all, __ATOMIC_RELAXED);
-    if (h == self || !h->owner_ok || __atomic_load_n(&h->state, __ATOMIC_ACQUIRE) != HZ_HEAP_LIVE) continue;
-    /* only a token the kernel marked (FUTEX_OWNER_DIED in glibc's lock word, a public field)
-     * is tried: a live owner's is never touched, and an adopting thread never meets a scan
-     * that holds one (the heap is abandoned only after the scan lets go of it) */
-    if (!(__atomic_load_n(&h->owner.__data.__lock, __ATOMIC_ACQUIRE) & FUTEX_OWNER_DIED)) continue;
-    if (pthread_mutex_trylock(&h->owner) != EOWNERDEAD) continue;   /* another scan has it */
-    pthread_mutex_consistent(&h->owner);
-    hz_heap_flush(h);
-    pthread_mutex_unlock(&h->owner);
-    hz_heap_abandon(h);
-  }
-}
 
 /* every 64th slow path of a heap: purge what is due, take in remote frees of every class,
  * reclaim one abandoned heap, try the tokens of two live ones */
@@ -202,7 +220,7 @@ static void hz_heap_tick(hz_heap *h)
   hz_maybe_purge();
   hz_remote_collect_all(h);
   hz_reclaim_abandoned();
-  hz_reclaim_dead(h);
+  hz_reclaim_dead(h, 2);
 }
 
 static void hz_fork_prepare(void)

@@ -316,7 +316,11 @@ HZ_API int HZ_FN(malloc_trim)(size_t pad)
   hz_heap *h = HZ_HEAP();
   if (h != &hz_empty_heap)
     hz_heap_flush(h);
-  /* and every abandoned heap (a bounded number of passes: heaps may be adopted meanwhile) */
+  /* the heaps of threads that died holding them, then every abandoned heap (a bounded number
+   * of passes: heaps may be adopted meanwhile) */
+  unsigned heaps = 0;
+  for (hz_heap *a = hz_heaps_all; a; a = a->next_all) heaps++;
+  hz_reclaim_dead(h, heaps);
   for (hz_heap *a = hz_heaps_all; a; a = a->next_all)
     if (!hz_reclaim_abandoned()) break;
   int pooled = hz_pool_trim();

@@ -141,6 +141,7 @@ struct hz_heap {
    * futex list), which no thread id reuse, fork or clone child can fake */
   pthread_mutex_t owner;
   int owner_ok;               /* 0: no robust mutexes here (the token is not used) */
+  int reclaiming;             /* a dead-owner scan is at it (hz_reclaim_dead) */
 };
 /* the model's layout (hz_class_cache_off, hz_cache_off_q) must be the compiler's */
 _Static_assert(sizeof(hz_cache_r0) == 16u, "cache layout");

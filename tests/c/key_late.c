@@ -4,8 +4,10 @@
  * too late for glibc to run its destructor, so that thread's heap stays LIVE after the thread
  * is gone; the allocator must notice the dead thread and reclaim the heap. N threads run one
  * at a time (none allocates before that round); main frees the blocks they leave, then runs
- * a burst of slow paths. Prints "key_late: threads=N mapped_kb=A rss_kb=B" (VmSize growth and
- * VmRSS at the end). */
+ * a burst of slow paths (not with `quiet`: then nothing but the threads allocates). Prints
+ * "key_late: threads=N mapped_kb=A rss_kb=B" (VmSize growth and VmRSS at the end).
+ *
+ *   key_late [N [quiet]] */
 #include "hzcheck.h"
 
 #include <limits.h>
@@ -50,6 +52,7 @@ int main(int argc, char **argv)
 {
     hz_prog = "key_late";
     int n = argc > 1 ? atoi(argv[1]) : 4000;
+    int quiet = argc > 2 && !strcmp(argv[2], "quiet");
     if (pthread_key_create(&key, destructor)) hz_fail("pthread_key_create");
     long vm0 = status_kb("VmSize:");
     static void *churn[2048];
@@ -61,6 +64,7 @@ int main(int argc, char **argv)
             for (int j = 0; j < k; j++) free(left[j]);
             nleft = 0;
         }
+        if (quiet) continue;
         for (int j = 0; j < 2048; j++) churn[j] = malloc(64);   /* past the cache: slow paths */
         for (int j = 0; j < 2048; j++) free(churn[j]);
     }
