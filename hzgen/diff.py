@@ -24,7 +24,8 @@ differ (whatever --model/--stat show), 2 on bad input. Two specs that differ onl
 no effect (say a `delay_ms` under `release: immediate`) show the digest change and exit 0.
 
 A side `PATH@REV` is the spec PATH as it is in git revision REV (`specs/default.yaml@HEAD~3`),
-read with `git show REV:PATH` together with every `extends:` base it names, recursively, from
+read with `git show REV:PATH` together with every `extends:` base it names, recursively, and the
+workload profile a `scheme: profile` table names, from
 the same revision. A PATH that exists as a file is always taken as a file, even with an `@`.
 """
 from __future__ import annotations
@@ -85,7 +86,17 @@ def fetch_revision(arg: str, path: str, rev: str, tmp: Path) -> Path:
 
     seen: set[str] = set()
 
-    def fetch(rel: str, why: str) -> None:
+    def beside(rel: str, key: str, ref: str) -> str:
+        """the file `ref` names relative to rel, inside the repository"""
+        if os.path.isabs(ref):
+            raise ToolError(f"{arg}: {key} '{ref}' of {rel} is an absolute path, "
+                            f"not a file of revision {rev}")
+        other = os.path.normpath(os.path.join(os.path.dirname(rel), ref))
+        if other.startswith(".."):
+            raise ToolError(f"{arg}: {key} '{ref}' of {rel} leaves the repository")
+        return Path(other).as_posix()
+
+    def fetch(rel: str, why: str, spec: bool = True) -> None:
         if rel in seen:
             return                       # an extends loop: load_spec reports it
         seen.add(rel)
@@ -95,19 +106,20 @@ def fetch_revision(arg: str, path: str, rev: str, tmp: Path) -> Path:
         dest = tmp / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(r.stdout)
+        if not spec:
+            return
         try:
             data = yaml.safe_load(r.stdout)
         except yaml.YAMLError:
             return                       # load_spec reports the syntax error with its position
-        ext = data.get("extends") if isinstance(data, dict) else None
+        data = data if isinstance(data, dict) else {}
+        ext = data.get("extends")
         if isinstance(ext, str) and ext:
-            if os.path.isabs(ext):
-                raise ToolError(f"{arg}: extends '{ext}' of {rel} is an absolute path, "
-                                f"not a file of revision {rev}")
-            base = os.path.normpath(os.path.join(os.path.dirname(rel), ext))
-            if base.startswith(".."):
-                raise ToolError(f"{arg}: extends '{ext}' of {rel} leaves the repository")
-            fetch(Path(base).as_posix(), f"extends '{ext}' of {rel}: ")
+            fetch(beside(rel, "extends", ext), f"extends '{ext}' of {rel}: ")
+        sc = data.get("size_classes")
+        prof = sc.get("profile") if isinstance(sc, dict) else None
+        if isinstance(prof, str) and prof:     # the workload profile its table is fitted to
+            fetch(beside(rel, "profile", prof), f"profile '{prof}' of {rel}: ", spec=False)
 
     fetch(rel, "")
     return tmp / rel

@@ -43,7 +43,12 @@ OPTIONS: list[Option] = [
     Option("size_classes", SECTION, None, "The size-class table."),
     Option("size_classes.scheme", CHOICE, "geometric",
            "`geometric` (linear up to `linear_until`, then `steps_per_doubling` classes per "
-           "power of two) or `explicit` (the list in `sizes`).", choices=("geometric", "explicit")),
+           "power of two), `explicit` (the list in `sizes`) or `profile` (the geometric table "
+           "plus a class for every size the workload profile in `profile` allocates often: at "
+           "least 1% of its small allocations each, as `hzgen preload` picks them).",
+           choices=("geometric", "explicit", "profile")),
+    Option("size_classes.profile", STR, None, "Path (relative to the file that sets it) of a "
+           "workload profile written by `hzgen profile` (scheme profile).", nullable=True),
     Option("size_classes.quantum", SIZE, 16, "Every class size is a multiple of this; it is "
            "also the minimum alignment of every block.", lo=16, hi=4096, pow2=True),
     Option("size_classes.min", SIZE, 16, "Smallest class (geometric).", lo=16, hi=4096),

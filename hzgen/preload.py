@@ -34,69 +34,11 @@ from pathlib import Path
 import yaml
 
 from .model import resolve
-from .profile import DEFAULT_BASE, MAX_CLASSES, write_atomic
-from .spec import IDENT_RE, geometric_sizes, load_spec
+from .profile import DEFAULT_BASE, write_atomic
+from .spec import IDENT_RE, explicit_table, geometric_sizes, load_spec
 from .tool import ToolError, check_output, guarded
-
-HOT_FRACTION = 0.01
-
-
-def load_profile(path: Path) -> dict:
-    """The profile document, checked; ToolError names the problem."""
-    if not path.is_file():
-        raise ToolError(f"{path}: no such profile")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ToolError(f"{path}: not a YAML file: {str(e).splitlines()[0]}")
-    except OSError as e:
-        raise ToolError(f"{path}: cannot read: {e.strerror}")
-    if not isinstance(doc, dict) or doc.get("hzgen_profile") != 1:
-        raise ToolError(f"{path}: not an hzgen profile (expected `hzgen_profile: 1`; "
-                        "write one with `hzgen profile -- CMD...`)")
-    classes = doc.get("classes")
-    if not isinstance(classes, list):
-        raise ToolError(f"{path}: `classes` must be a list")
-    for i, c in enumerate(classes):
-        if not isinstance(c, dict):
-            raise ToolError(f"{path}: classes[{i}]: expected a mapping")
-        for k in ("size", "allocs", "frees", "remote_in", "remote_out"):
-            v = c.get(k)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ToolError(f"{path}: classes[{i}].{k}: expected a count, got {v!r}")
-        if c["size"] <= 0:
-            raise ToolError(f"{path}: classes[{i}].size: expected a positive size")
-    return doc
-
-
-def hot_sizes(classes: list[dict]) -> list[tuple[int, int]]:
-    """(size, allocs) of every recorded class with at least HOT_FRACTION of all allocations,
-    most allocated first."""
-    total = sum(c["allocs"] for c in classes)
-    if not total:
-        return []
-    hot = [(c["size"], c["allocs"]) for c in classes if c["allocs"] >= HOT_FRACTION * total]
-    return sorted(hot, key=lambda sa: (-sa[1], sa[0]))
-
-
-def tuned_sizes(base_sizes: list[int], hot: list[tuple[int, int]], quantum: int,
-                small_max: int) -> tuple[list[int], list[int], list[int]]:
-    """(sizes, added, skipped): the base sizes plus the hot sizes that are new, fit
-    (quantum multiple, from the base's smallest class, where its first tier range starts, to
-    small_max) and stay within MAX_CLASSES, most allocated first."""
-    have = set(base_sizes)
-    smallest = min(base_sizes)
-    added, skipped = [], []
-    for size, _ in hot:
-        if size in have:
-            continue
-        if size % quantum or not smallest < size <= small_max or len(have) >= MAX_CLASSES:
-            skipped.append(size)
-            continue
-        have.add(size)
-        added.append(size)
-    return sorted(have), sorted(added), sorted(skipped)
-
+from .workload import (HOT_FRACTION, MAX_CLASSES, ProfileError, hot_sizes, load_profile,
+                       tuned_sizes)
 
 def ident_from(stem: str) -> str:
     name = re.sub(r"[^a-z0-9_]+", "_", stem.lower()).strip("_")
@@ -107,9 +49,10 @@ def ident_from(stem: str) -> str:
 def size_classes_of(sc: dict, sizes: list[int], small_max: int) -> dict:
     """The tuned spec's size_classes over the base's `sc`: over a geometric base only the sizes
     its steps do not give (`extra`, the base's own extras included: a list replaces the
-    base's), so the spec reads as what was added; over an explicit base the whole list."""
+    base's), so the spec reads as what was added; over an explicit or a profile base the
+    whole list."""
     if sc["scheme"] != "geometric":
-        return {"scheme": "explicit", "sizes": sizes, "small_max": small_max}
+        return explicit_table(sizes, small_max)
     steps = set(geometric_sizes(sc["quantum"], sc["min"], sc["linear_until"],
                                 sc["steps_per_doubling"], sc["small_max"]))
     extra = sorted(set(sizes) - steps)
@@ -132,7 +75,10 @@ def run(args) -> int:
     from .pipeline import build_spec, load_model
 
     prof_path = Path(args.profile)
-    prof = load_profile(prof_path)
+    try:
+        prof = load_profile(prof_path)
+    except ProfileError as e:
+        raise ToolError(f"{prof_path}: {e}")
     if args.base:
         base = Path(args.base)
         if not base.is_file():

@@ -47,14 +47,14 @@ from pathlib import Path
 import yaml
 
 import hzgen
-from .spec import load_spec
+from .spec import explicit_table, load_spec
 from .tool import ToolError, check_output, guarded, publish_mode
+from .workload import MAX_CLASSES
 
 DEFAULT_BASE = Path(hzgen.__file__).resolve().parent.parent / "specs" / "default.yaml"
 DEFAULT_OUT = "hzgen-profile.yaml"
 FINE_16_UNTIL = 1024
 FINE_64_UNTIL = 8192
-MAX_CLASSES = 255
 RECORDER_NAME = "hzrec"
 REC_SLL = {"capacity": 256, "refill_batch": 32, "drain_batch": 128, "max_bytes": "1MiB"}
 
@@ -101,7 +101,7 @@ def recording_spec(base: Path) -> dict:
         "name": RECORDER_NAME,
         "extends": str(base),
         "description": f"hzgen profile recorder derived from {base}",
-        "size_classes": {"scheme": "explicit", "sizes": sizes, "small_max": m.small_max},
+        "size_classes": explicit_table(sizes, m.small_max),
         "tiers": [{"range": [sizes[0], m.small_max], "chain": ["sll", "superslab"],
                    "sll": dict(REC_SLL)}],
         "stats": {"level": "per_class"},

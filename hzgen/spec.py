@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from . import options as O
+from .workload import ProfileError, hot_sizes, load_profile, tuned_sizes
 
 
 class SpecError(Exception):
@@ -41,7 +42,7 @@ class Spec:
     path: Path
     data: dict            # merged, defaults filled in
     where: dict           # key path tuple -> Where
-    files: list[Path]     # this file and every file it extends
+    files: list[Path]     # this file, every file it extends, and the profile its table read
 
     @property
     def name(self) -> str:
@@ -216,6 +217,7 @@ class _Checker:
         self.where = where
         self.fallback = fallback
         self.problems: list[str] = []
+        self.profile_file: Path | None = None   # the profile a `scheme: profile` table read
 
     def at(self, keypath: tuple) -> str:
         kp = tuple(keypath)
@@ -318,7 +320,7 @@ class _Checker:
 
 # ---------------------------------------------------------------- the spec rules
 
-def _validate(raw: dict, where: dict, shown: str) -> dict:
+def _validate(raw: dict, where: dict, shown: str) -> tuple[dict, Path | None]:
     c = _Checker(where, shown)
     spec = c.section(O.OPTIONS, "", raw, ())
     raw_stats = raw.get("stats", {})
@@ -362,7 +364,7 @@ def _validate(raw: dict, where: dict, shown: str) -> dict:
                     f"fit in a slab of {units} x {fmt_size(slab)} (raise superslab.max_units)")
     if c.problems:
         raise SpecError(c.problems)
-    return spec
+    return spec, c.profile_file
 
 
 def _class_sizes(c: _Checker, sc: dict, raw_sc: Any) -> list[int]:
@@ -376,6 +378,11 @@ def _class_sizes(c: _Checker, sc: dict, raw_sc: Any) -> list[int]:
     scheme = sc.get("scheme")
     given = raw_sc.get("sizes") if isinstance(raw_sc, dict) else None
     extra = raw_sc.get("extra") if isinstance(raw_sc, dict) else None
+    if (scheme == "profile") != (sc.get("profile") is not None):
+        c.error(("size_classes", "profile" if sc.get("profile") is not None else "scheme"),
+                "size_classes: scheme profile and `profile: FILE` go together (`profile: null` "
+                "if a base sets it)")
+        return []
     if scheme == "explicit":
         if given is None:
             c.error(("size_classes", "scheme"), "size_classes: scheme explicit needs `sizes`")
@@ -406,6 +413,8 @@ def _class_sizes(c: _Checker, sc: dict, raw_sc: Any) -> list[int]:
             # kept normalized (what the steps do not give, sorted), so equal tables digest alike
             sc["extra"] = sorted({n for n, _ in added} - set(sizes)) or None
             sizes = sorted(set(sizes) | {n for n, _ in added})
+        if scheme == "profile":
+            sizes = _profile_sizes(c, sc, sizes)
     if not sizes:
         return []
     for i, s in enumerate(sizes):
@@ -423,6 +432,24 @@ def _class_sizes(c: _Checker, sc: dict, raw_sc: Any) -> list[int]:
     if len(sizes) > 255:
         c.error(("size_classes",), f"size_classes: {len(sizes)} classes; at most 255")
         return []
+    return sizes
+
+
+def _profile_sizes(c: _Checker, sc: dict, base: list[int]) -> list[int]:
+    """The geometric `base` plus the profile's hot sizes (hzgen.workload: the rule `hzgen
+    preload` uses). The profile is read relative to the file that names it; its resolved path
+    is kept for Spec.files, the sizes it added in `sc["profile_sizes"]`."""
+    kp = ("size_classes", "profile")
+    w = c.where.get(kp)
+    path = Path(w.file).parent / sc["profile"] if w else Path(sc["profile"])
+    try:
+        doc = load_profile(path)
+    except ProfileError as e:
+        c.error(kp, f"size_classes.profile: {sc['profile']}: {e}")
+        return []
+    sizes, added, _ = tuned_sizes(base, hot_sizes(doc["classes"]), sc["quantum"], sc["small_max"])
+    c.profile_file = path.resolve()
+    sc["profile_sizes"] = added
     return sizes
 
 
@@ -452,6 +479,13 @@ def _explicit_sizes(c: _Checker, given: Any, key: str = "sizes") -> list[tuple[i
                 return []
             out.append((n, i))
     return out
+
+
+def explicit_table(sizes: list[int], small_max: int) -> dict:
+    """`size_classes` of an explicit table that replaces whatever table a base spec has (the
+    keys of the other schemes set to null, so merging it over any base validates)."""
+    return {"scheme": "explicit", "sizes": sizes, "small_max": small_max, "extra": None,
+            "profile": None}
 
 
 def geometric_sizes(q: int, lo: int, linear_until: int, steps: int, small_max: int) -> list[int]:
@@ -544,5 +578,5 @@ def load_spec(path: str | Path) -> Spec:
     """Read, merge and validate a spec. Raises SpecError with FILE:LINE:COL messages."""
     path = Path(path)
     raw, where, files = _load_raw(path, ())
-    data = _validate(raw, where, _shown(path))
-    return Spec(path=path, data=data, where=where, files=files)
+    data, profile = _validate(raw, where, _shown(path))
+    return Spec(path=path, data=data, where=where, files=files + ([profile] if profile else []))

@@ -14,8 +14,9 @@ import yaml
 
 from conftest import REPO, built_spec, compile_c
 from hzgen.pipeline import load_model
-from hzgen.preload import hot_sizes, ident_from, tuned_sizes
-from hzgen.profile import recording_sizes
+from hzgen.preload import ident_from
+from hzgen.workload import hot_sizes, tuned_sizes
+from hzgen.profile import recording_sizes, recording_spec
 
 # the commands through cli.main, registered here if cli.py does not list them yet
 RUNNER = ("import sys; from hzgen import cli; "
@@ -136,6 +137,27 @@ def test_preload_over_an_explicit_base_writes_the_whole_list(profiled, tmp_path)
     base = load_model(base_path)
     assert sc["scheme"] == "explicit" and sc["small_max"] == base.small_max
     assert set(c.size for c in base.classes) | {704} <= set(sc["sizes"])
+
+
+def test_a_spec_fitted_to_the_profile_gets_what_preload_adds(profiled, tmp_path):
+    """`scheme: profile` naming the profile gives the table `hzgen preload` writes from it; a
+    spec of that scheme serves as the base of preload (an explicit list, the profile key
+    cleared) and of the recorder."""
+    d, _ = profiled
+    fitted = tmp_path / "fitted.yaml"
+    fitted.write_text(f"name: fitted\nextends: {REPO / 'specs' / 'default.yaml'}\n"
+                      f"size_classes: {{scheme: profile, profile: {d / 'w.yaml'}}}\n")
+    r = hz("preload", "--profile", str(d / "w.yaml"), "-o", str(tmp_path / "t.yaml"),
+           "--root", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert load_model(fitted).lookup == load_model(tmp_path / "t.yaml").lookup
+    r = hz("preload", "--profile", str(d / "w.yaml"), "--base", str(fitted),
+           "-o", str(tmp_path / "again.yaml"), "--root", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load((tmp_path / "again.yaml").read_text())["size_classes"]["profile"] is None
+    rec = tmp_path / "rec.yaml"
+    rec.write_text(yaml.safe_dump(recording_spec(fitted)))
+    assert load_model(rec).name == "hzrec"
 
 
 FORKER = r"""

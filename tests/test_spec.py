@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hzgen.spec import SpecError, load_spec, geometric_sizes, parse_size
 
@@ -135,6 +136,52 @@ def test_extra_sizes_join_the_geometric_table(tmp_path):
                                                       f"small_max: 32KiB, extra: {e}"))).digest()
                for e in written}
     assert len(digests) == 1, digests
+
+
+def write_profile(path: Path, counts: dict) -> Path:
+    """a workload profile (the shape `hzgen profile` writes) with these allocs per size"""
+    classes = [{"size": n, "allocs": a, "frees": a, "remote_in": 0, "remote_out": 0}
+               for n, a in sorted(counts.items())]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"hzgen_profile": 1, "classes": classes}))
+    return path
+
+
+def test_profile_scheme_adds_the_hot_sizes_of_a_workload_profile(tmp_path):
+    """`scheme: profile`: the geometric table plus a class for every size with at least 1% of
+    the profile's allocations (the rule `hzgen preload` uses), the profile read relative to the
+    file that names it (here a base in another directory), and part of Spec.files."""
+    prof = write_profile(tmp_path / "base" / "app.yaml", {48: 500, 4368: 400, 5000: 3, 1040: 97})
+    write(tmp_path / "base", GOOD.replace("scheme: geometric, small_max: 32KiB",
+                                          "scheme: profile, profile: app.yaml, small_max: 32KiB"),
+          "base.yaml")
+    spec = load_spec(write(tmp_path, "name: child\nextends: base/base.yaml\n"))
+    sizes = spec.data["size_classes"]["sizes"]
+    geo = geometric_sizes(16, 16, 256, 4, 32768)
+    assert sizes == sorted(set(geo) | {1040, 4368})     # 48 is a class already; 5000 is 0.3%
+    assert spec.data["size_classes"]["profile_sizes"] == [1040, 4368]
+    assert prof.resolve() in spec.files
+    # a table that changes with the profile changes the digest
+    before = spec.digest()
+    write_profile(prof, {48: 500, 4368: 400, 5008: 300})
+    after = load_spec(tmp_path / "s.yaml")
+    assert after.data["size_classes"]["profile_sizes"] == [4368, 5008]
+    assert after.digest() != before
+
+
+@pytest.mark.parametrize("sc,words", [
+    ("scheme: profile, profile: nope.yaml", "size_classes.profile: nope.yaml: no such profile"),
+    ("scheme: profile, profile: notprof.yaml", "not an hzgen profile"),
+    ("scheme: profile", "scheme profile and `profile: FILE` go together"),
+    ("scheme: geometric, profile: app.yaml", "scheme profile and `profile: FILE` go together"),
+])
+def test_profile_scheme_errors(tmp_path, sc, words):
+    write_profile(tmp_path / "app.yaml", {48: 10})
+    (tmp_path / "notprof.yaml").write_text("classes: []\n")
+    bad = GOOD.replace("scheme: geometric, small_max: 32KiB", f"{sc}, small_max: 32KiB")
+    problems = errors_of(write(tmp_path, bad))
+    assert any(words in p and p.startswith(f"{tmp_path / 's.yaml'}:2:") or
+               words in p and p.startswith("s.yaml:2:") for p in problems), problems
 
 
 def test_extends_deep_merges_and_later_wins(tmp_path):

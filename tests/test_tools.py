@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import REPO, SPECS, built_spec, compile_c
 from hzgen.inspect import inspect_spec
@@ -135,6 +136,30 @@ def test_diff_git_revision(spec_repo):
     # relative to a subdirectory works too
     r = hzgen("diff", "child.yaml@HEAD", "child.yaml", cwd=spec_repo / "specs")
     assert r.returncode == 0, r.stderr
+
+
+def test_diff_git_revision_reads_the_profile_of_that_revision(spec_repo):
+    """A `scheme: profile` spec at a revision is fitted to the profile as committed there."""
+    prof = {"hzgen_profile": 1, "classes": [
+        {"size": 4368, "allocs": 90, "frees": 90, "remote_in": 0, "remote_out": 0},
+        {"size": 48, "allocs": 10, "frees": 10, "remote_in": 0, "remote_out": 0}]}
+    (spec_repo / "specs" / "app.yaml").write_text(yaml.safe_dump(prof))
+    (spec_repo / "specs" / "fitted.yaml").write_text(
+        "name: fitted\nextends: base.yaml\nsize_classes: {scheme: profile, profile: app.yaml}\n")
+    _git(spec_repo, "add", "specs/app.yaml", "specs/fitted.yaml")
+    _git(spec_repo, "commit", "-qm", "fitted")
+    prof["classes"][0]["size"] = 4416                     # the working tree's profile moves on
+    (spec_repo / "specs" / "app.yaml").write_text(yaml.safe_dump(prof))
+    _git(spec_repo, "checkout", "-q", "--", "specs/base.yaml")
+    r = hzgen("diff", "specs/fitted.yaml@HEAD", "specs/fitted.yaml", cwd=spec_repo)
+    assert r.returncode == 1, r.stderr
+    assert "size classes resized (1): 4368->4416" in r.stdout, r.stdout
+    (spec_repo / "specs" / "gone.yaml").write_text(
+        "name: gone\nextends: base.yaml\nsize_classes: {scheme: profile, profile: none.yaml}\n")
+    _git(spec_repo, "add", "specs/gone.yaml")
+    _git(spec_repo, "commit", "-qm", "gone")
+    r = hzgen("diff", "specs/gone.yaml@HEAD", "specs/fitted.yaml", cwd=spec_repo)
+    assert r.returncode == 2 and "profile 'none.yaml' of specs/gone.yaml: no file" in r.stderr
 
 
 def test_diff_bad_input(spec_repo, broken_spec):

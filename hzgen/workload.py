@@ -1,0 +1,74 @@
+"""Workload profiles (written by `hzgen profile`): reading one, and the size classes it asks for.
+
+Shared by the spec reader (`size_classes.scheme: profile`) and `hzgen preload`, so a spec that
+names a profile and the spec `hzgen preload` writes from it get the same table.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+MAX_CLASSES = 255       # a class index is a byte
+HOT_FRACTION = 0.01     # a recorded size gets a class of its own from this share of allocations
+
+
+class ProfileError(Exception):
+    """A profile that cannot be used; the message names the problem (not the file)."""
+
+
+def load_profile(path: Path) -> dict:
+    """The profile document, checked."""
+    if not path.is_file():
+        raise ProfileError("no such profile")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ProfileError(f"not a YAML file: {str(e).splitlines()[0]}")
+    except OSError as e:
+        raise ProfileError(f"cannot read: {e.strerror}")
+    if not isinstance(doc, dict) or doc.get("hzgen_profile") != 1:
+        raise ProfileError("not an hzgen profile (expected `hzgen_profile: 1`; write one with "
+                           "`hzgen profile -- CMD...`)")
+    classes = doc.get("classes")
+    if not isinstance(classes, list):
+        raise ProfileError("`classes` must be a list")
+    for i, c in enumerate(classes):
+        if not isinstance(c, dict):
+            raise ProfileError(f"classes[{i}]: expected a mapping")
+        for k in ("size", "allocs", "frees", "remote_in", "remote_out"):
+            v = c.get(k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ProfileError(f"classes[{i}].{k}: expected a count, got {v!r}")
+        if c["size"] <= 0:
+            raise ProfileError(f"classes[{i}].size: expected a positive size")
+    return doc
+
+
+def hot_sizes(classes: list[dict]) -> list[tuple[int, int]]:
+    """(size, allocs) of every recorded class with at least HOT_FRACTION of all allocations,
+    most allocated first."""
+    total = sum(c["allocs"] for c in classes)
+    if not total:
+        return []
+    hot = [(c["size"], c["allocs"]) for c in classes if c["allocs"] >= HOT_FRACTION * total]
+    return sorted(hot, key=lambda sa: (-sa[1], sa[0]))
+
+
+def tuned_sizes(base_sizes: list[int], hot: list[tuple[int, int]], quantum: int,
+                small_max: int) -> tuple[list[int], list[int], list[int]]:
+    """(sizes, added, skipped): the base sizes plus the hot sizes that are new, fit
+    (quantum multiple, from the base's smallest class, where its first tier range starts, to
+    small_max) and stay within MAX_CLASSES, most allocated first."""
+    have = set(base_sizes)
+    smallest = min(base_sizes)
+    added, skipped = [], []
+    for size, _ in hot:
+        if size in have:
+            continue
+        if size % quantum or not smallest < size <= small_max or len(have) >= MAX_CLASSES:
+            skipped.append(size)
+            continue
+        have.add(size)
+        added.append(size)
+    return sorted(have), sorted(added), sorted(skipped)
