@@ -155,9 +155,13 @@ def test_a_spec_fitted_to_the_profile_gets_what_preload_adds(profiled, tmp_path)
            "-o", str(tmp_path / "again.yaml"), "--root", str(tmp_path), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert yaml.safe_load((tmp_path / "again.yaml").read_text())["size_classes"]["profile"] is None
-    rec = tmp_path / "rec.yaml"
-    rec.write_text(yaml.safe_dump(recording_spec(fitted)))
-    assert load_model(rec).name == "hzrec"
+    extra = tmp_path / "extra.yaml"     # a base with `extra:` (a tuned spec) broke the recorder
+    extra.write_text(f"name: extra\nextends: {REPO / 'specs' / 'default.yaml'}\n"
+                     "size_classes: {extra: [4368]}\n")
+    for base in (fitted, extra):
+        rec = tmp_path / "rec.yaml"
+        rec.write_text(yaml.safe_dump(recording_spec(base)))
+        assert load_model(rec).name == "hzrec"
 
 
 FORKER = r"""
