@@ -61,14 +61,18 @@ class Side:
 # ---------------------------------------------------------------- specs at git revisions
 
 def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """git's answer; stdout as bytes (a file at a revision need not be UTF-8), stderr as text"""
     try:
-        return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True)
+        r = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True)
     except FileNotFoundError:
         raise ToolError("git is not installed (needed for PATH@REV)")
+    r.stderr = r.stderr.decode(errors="replace")
+    return r
 
 
 def fetch_revision(arg: str, path: str, rev: str, tmp: Path) -> Path:
-    """Write PATH and its extends: chain as of REV under tmp; returns the copy of PATH."""
+    """Write PATH, its extends: chain and the profile its table names as of REV under tmp;
+    returns the copy of PATH."""
     absolute = Path(os.path.realpath(Path.cwd() / path))
     d = absolute.parent
     while not d.is_dir():
@@ -76,7 +80,7 @@ def fetch_revision(arg: str, path: str, rev: str, tmp: Path) -> Path:
     top = _git(d, "rev-parse", "--show-toplevel")
     if top.returncode != 0:
         raise ToolError(f"{arg}: {d} is not inside a git repository")
-    top_dir = Path(os.path.realpath(top.stdout.strip()))
+    top_dir = Path(os.path.realpath(top.stdout.decode(errors="replace").strip()))
     if _git(top_dir, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").returncode != 0:
         raise ToolError(f"{arg}: unknown revision '{rev}'")
     try:
@@ -92,34 +96,41 @@ def fetch_revision(arg: str, path: str, rev: str, tmp: Path) -> Path:
             raise ToolError(f"{arg}: {key} '{ref}' of {rel} is an absolute path, "
                             f"not a file of revision {rev}")
         other = os.path.normpath(os.path.join(os.path.dirname(rel), ref))
-        if other.startswith(".."):
+        if other == ".." or other.startswith("../"):
             raise ToolError(f"{arg}: {key} '{ref}' of {rel} leaves the repository")
         return Path(other).as_posix()
 
-    def fetch(rel: str, why: str, spec: bool = True) -> None:
+    def fetch(rel: str, why: str, spec: bool = True, profile_set: bool = False) -> None:
         if rel in seen:
             return                       # an extends loop: load_spec reports it
         seen.add(rel)
-        r = _git(top_dir, "show", f"{rev}:{rel}")
-        if r.returncode != 0:
+        kind = _git(top_dir, "cat-file", "-t", f"{rev}:{rel}")
+        if kind.returncode != 0 or kind.stdout.strip() != b"blob":
             raise ToolError(f"{arg}: {why}no file '{rel}' at revision {rev}")
+        r = _git(top_dir, "cat-file", "blob", f"{rev}:{rel}")
         dest = tmp / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(r.stdout)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(r.stdout)
+        except OSError as e:             # a file where this revision has a directory, or so
+            raise ToolError(f"{arg}: {why}cannot copy '{rel}' of revision {rev}: {e.strerror}")
         if not spec:
             return
         try:
             data = yaml.safe_load(r.stdout)
-        except yaml.YAMLError:
-            return                       # load_spec reports the syntax error with its position
+        except (yaml.YAMLError, RecursionError, ValueError, UnicodeDecodeError):
+            return                       # load_spec reports the problem with its position
         data = data if isinstance(data, dict) else {}
+        sc = data.get("size_classes")
+        sc = sc if isinstance(sc, dict) else {}
+        # only the profile the merged spec uses: the most derived file that sets the key
+        prof = sc.get("profile")
+        if not profile_set and isinstance(prof, str) and prof:
+            fetch(beside(rel, "profile", prof), f"profile '{prof}' of {rel}: ", spec=False)
         ext = data.get("extends")
         if isinstance(ext, str) and ext:
-            fetch(beside(rel, "extends", ext), f"extends '{ext}' of {rel}: ")
-        sc = data.get("size_classes")
-        prof = sc.get("profile") if isinstance(sc, dict) else None
-        if isinstance(prof, str) and prof:     # the workload profile its table is fitted to
-            fetch(beside(rel, "profile", prof), f"profile '{prof}' of {rel}: ", spec=False)
+            fetch(beside(rel, "extends", ext), f"extends '{ext}' of {rel}: ",
+                  profile_set=profile_set or "profile" in sc)
 
     fetch(rel, "")
     return tmp / rel

@@ -78,7 +78,7 @@ def run(args) -> int:
     try:
         prof = load_profile(prof_path)
     except ProfileError as e:
-        raise ToolError(f"{prof_path}: {e}")
+        raise ToolError(str(e))
     if args.base:
         base = Path(args.base)
         if not base.is_file():

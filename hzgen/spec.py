@@ -13,28 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import options as O
 from .workload import ProfileError, hot_sizes, load_profile, tuned_sizes
+from .yamldoc import DocumentError, read_document
 
 
-class SpecError(Exception):
-    """One or more `FILE:LINE:COL: message` problems."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-@dataclass(frozen=True)
-class Where:
-    file: str
-    line: int
-    col: int
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}"
+class SpecError(DocumentError):
+    """One or more `FILE:LINE:COL: message` problems of a spec."""
 
 
 @dataclass
@@ -49,93 +34,21 @@ class Spec:
         return self.data["name"]
 
     def digest(self) -> str:
-        """Hash of the resolved spec: the same allocator gives the same hash wherever it lives."""
-        canon = json.dumps(self.data, sort_keys=True, separators=(",", ":"))
+        """Hash of the resolved spec: the same allocator gives the same hash wherever it lives
+        (a workload profile counts by the classes it adds, `profile_sizes`, not by its path)."""
+        data = {**self.data, "size_classes": {**self.data["size_classes"], "profile": None}}
+        canon = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- YAML with positions
 
-MAX_SPEC_BYTES = 1 << 20    # a real spec is a few KiB
-MAX_SPEC_VALUES = 100_000   # a real spec has a few hundred
-MAX_SPEC_DEPTH = 32         # and nests five deep
-
 
 def _read_yaml(path: Path, shown: str) -> tuple[Any, dict]:
     try:
-        if path.exists() and not path.is_file():   # a directory, /dev/zero, a fifo
-            raise SpecError([f"{shown}:1:1: not a regular file"])
-        size = path.stat().st_size
-        if size > MAX_SPEC_BYTES:
-            raise SpecError([f"{shown}:1:1: {size} bytes: too large for a spec "
-                             f"(at most {MAX_SPEC_BYTES})"])
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SpecError([f"{shown}:1:1: no such spec file"])
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError([f"{shown}:1:1: cannot read spec: {e}"])
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except RecursionError:   # PyYAML composes recursively
-        raise SpecError([f"{shown}:1:1: the spec is nested too deeply"])
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise SpecError([f"{shown}:{line}:{col}: YAML syntax error: {e.problem or e}"])
-    except yaml.YAMLError as e:
-        raise SpecError([f"{shown}:1:1: YAML error: {e}"])
-    if node is None:
-        raise SpecError([f"{shown}:1:1: empty spec"])
-    where: dict = {}
-    constructor = yaml.SafeLoader("")
-    problems: list[str] = []
-
-    budget = [MAX_SPEC_VALUES]
-
-    def at(node) -> Where:
-        return Where(shown, node.start_mark.line + 1, node.start_mark.column + 1)
-
-    def convert(n, keypath):
-        # aliases expand here: bound the values and the depth, so a small file with nested
-        # aliases (a "billion laughs") is an error, not an exhausted machine
-        budget[0] -= 1
-        if budget[0] < 0 or len(keypath) > MAX_SPEC_DEPTH:
-            raise SpecError([f"{at(n)}: the spec is too large or too deep once its aliases are "
-                             f"expanded (at most {MAX_SPEC_VALUES} values, nested {MAX_SPEC_DEPTH} deep)"])
-        where[keypath] = at(n)
-        if isinstance(n, yaml.MappingNode):
-            out = {}
-            for k, v in n.value:
-                if k.tag == "tag:yaml.org,2002:merge":
-                    problems.append(f"{at(k)}: YAML merge keys (<<) are not supported; use `extends:`")
-                    continue
-                try:
-                    key = constructor.construct_object(k, deep=True)
-                except yaml.YAMLError as e:
-                    problems.append(f"{at(k)}: {e}")
-                    continue
-                if not isinstance(key, str):
-                    problems.append(f"{at(k)}: keys must be strings, got {key!r}")
-                    continue
-                if key in out:
-                    problems.append(f"{at(k)}: duplicate key '{key}'")
-                where[("key",) + keypath + (key,)] = at(k)
-                out[key] = convert(v, keypath + (key,))
-            return out
-        if isinstance(n, yaml.SequenceNode):
-            return [convert(v, keypath + (i,)) for i, v in enumerate(n.value)]
-        try:
-            return constructor.construct_object(n, deep=True)
-        except yaml.YAMLError as e:
-            problems.append(f"{at(n)}: {e}")
-            return None
-
-    data = convert(node, ())
-    if problems:
-        raise SpecError(problems)
-    if not isinstance(data, dict):
-        raise SpecError([f"{shown}:1:1: a spec is a mapping of keys, got {type(data).__name__}"])
-    return data, where
+        return read_document(path, shown, "spec")
+    except DocumentError as e:
+        raise SpecError(e.problems)
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -378,6 +291,8 @@ def _class_sizes(c: _Checker, sc: dict, raw_sc: Any) -> list[int]:
     scheme = sc.get("scheme")
     given = raw_sc.get("sizes") if isinstance(raw_sc, dict) else None
     extra = raw_sc.get("extra") if isinstance(raw_sc, dict) else None
+    if isinstance(raw_sc, dict) and raw_sc.get("profile") is not None and sc.get("profile") is None:
+        return []                        # given, but not a path: reported already
     if (scheme == "profile") != (sc.get("profile") is not None):
         c.error(("size_classes", "profile" if sc.get("profile") is not None else "scheme"),
                 "size_classes: scheme profile and `profile: FILE` go together (`profile: null` "
@@ -441,11 +356,13 @@ def _profile_sizes(c: _Checker, sc: dict, base: list[int]) -> list[int]:
     is kept for Spec.files, the sizes it added in `sc["profile_sizes"]`."""
     kp = ("size_classes", "profile")
     w = c.where.get(kp)
-    path = Path(w.file).parent / sc["profile"] if w else Path(sc["profile"])
+    # the file that set it as it was opened (like `extends:`), never the name shown, which
+    # depends on the working directory
+    path = w.source.parent / sc["profile"] if w and w.source else Path(sc["profile"])
     try:
-        doc = load_profile(path)
+        doc = load_profile(path, _shown(path))
     except ProfileError as e:
-        c.error(kp, f"size_classes.profile: {sc['profile']}: {e}")
+        c.error(kp, f"size_classes.profile: {e}")
         return []
     sizes, added, _ = tuned_sizes(base, hot_sizes(doc["classes"]), sc["quantum"], sc["small_max"])
     c.profile_file = path.resolve()

@@ -7,41 +7,50 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
+from .yamldoc import DocumentError, read_document
 
 MAX_CLASSES = 255       # a class index is a byte
 HOT_FRACTION = 0.01     # a recorded size gets a class of its own from this share of allocations
 
 
 class ProfileError(Exception):
-    """A profile that cannot be used; the message names the problem (not the file)."""
+    """A profile that cannot be used; the message starts with FILE:LINE:COL."""
 
 
-def load_profile(path: Path) -> dict:
-    """The profile document, checked."""
-    if not path.is_file():
-        raise ProfileError("no such profile")
+def _shown_value(v) -> str:
+    """a value in a message: short, whatever it is (aliases may make it large)"""
+    text = repr(v) if isinstance(v, (int, float, str, bool)) or v is None else type(v).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def load_profile(path: Path, shown: str | None = None) -> dict:
+    """The profile document, checked (read with the spec reader's bounds)."""
+    shown = shown or str(path)
     try:
-        doc = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ProfileError(f"not a YAML file: {str(e).splitlines()[0]}")
-    except OSError as e:
-        raise ProfileError(f"cannot read: {e.strerror}")
-    if not isinstance(doc, dict) or doc.get("hzgen_profile") != 1:
-        raise ProfileError("not an hzgen profile (expected `hzgen_profile: 1`; write one with "
-                           "`hzgen profile -- CMD...`)")
+        doc, where = read_document(path, shown, "profile")
+    except DocumentError as e:
+        raise ProfileError(e.problems[0])
+
+    def at(*keypath) -> str:
+        return str(where.get(keypath) or where[()])
+
+    if doc.get("hzgen_profile") != 1:
+        raise ProfileError(f"{shown}:1:1: not an hzgen profile (expected `hzgen_profile: 1`; "
+                           "write one with `hzgen profile -- CMD...`)")
     classes = doc.get("classes")
     if not isinstance(classes, list):
-        raise ProfileError("`classes` must be a list")
+        raise ProfileError(f"{at('classes')}: `classes` must be a list")
     for i, c in enumerate(classes):
         if not isinstance(c, dict):
-            raise ProfileError(f"classes[{i}]: expected a mapping")
+            raise ProfileError(f"{at('classes', i)}: classes[{i}]: expected a mapping")
         for k in ("size", "allocs", "frees", "remote_in", "remote_out"):
             v = c.get(k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ProfileError(f"classes[{i}].{k}: expected a count, got {v!r}")
+                raise ProfileError(f"{at('classes', i, k)}: classes[{i}].{k}: expected a count, "
+                                   f"got {_shown_value(v)}")
         if c["size"] <= 0:
-            raise ProfileError(f"classes[{i}].size: expected a positive size")
+            raise ProfileError(f"{at('classes', i, 'size')}: classes[{i}].size: expected a "
+                               "positive size")
     return doc
 
 

@@ -169,19 +169,78 @@ def test_profile_scheme_adds_the_hot_sizes_of_a_workload_profile(tmp_path):
     assert after.digest() != before
 
 
+HOSTILE_PROFILES = {
+    # nine levels of ten aliases each: 10^9 values once expanded, 520 bytes on disk
+    "bomb.yaml": "".join(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}" if i else "1"] * 10) + "]\n"
+                         for i in range(9)) + "hzgen_profile: 1\nclasses: [{size: *a8}]\n",
+    "deep.yaml": "hzgen_profile: 1\nclasses: " + "[" * 20000 + "]" * 20000 + "\n",
+    "bigint.yaml": "hzgen_profile: 1\nclasses: [{size: 1" + "0" * 5000 + "}]\n",
+    "date.yaml": "hzgen_profile: 1\ncommand: 2024-13-45\nclasses: []\n",
+    "notprof.yaml": "classes: []\n",
+}
+
+
 @pytest.mark.parametrize("sc,words", [
-    ("scheme: profile, profile: nope.yaml", "size_classes.profile: nope.yaml: no such profile"),
+    ("scheme: profile, profile: nope.yaml", "size_classes.profile: nope.yaml:1:1: no such profile file"),
     ("scheme: profile, profile: notprof.yaml", "not an hzgen profile"),
+    ("scheme: profile, profile: .", "size_classes.profile: .:1:1: not a regular file"),
+    ("scheme: profile, profile: bomb.yaml", "too large or too deep once its aliases are expanded"),
+    ("scheme: profile, profile: deep.yaml", "the profile is nested too deeply"),
+    ("scheme: profile, profile: bigint.yaml", "bigint.yaml:2:18: Exceeds the limit"),
+    ("scheme: profile, profile: date.yaml", "date.yaml:2:10: month must be in 1..12"),
     ("scheme: profile", "scheme profile and `profile: FILE` go together"),
     ("scheme: geometric, profile: app.yaml", "scheme profile and `profile: FILE` go together"),
 ])
-def test_profile_scheme_errors(tmp_path, sc, words):
+def test_profile_scheme_errors(tmp_path, monkeypatch, sc, words):
+    """A missing, malformed or hostile profile is one FILE:LINE:COL error at the spec's
+    `profile:` key, quickly, never a traceback or an exhausted machine."""
+    monkeypatch.chdir(tmp_path)
     write_profile(tmp_path / "app.yaml", {48: 10})
-    (tmp_path / "notprof.yaml").write_text("classes: []\n")
+    for name, text in HOSTILE_PROFILES.items():
+        (tmp_path / name).write_text(text)
     bad = GOOD.replace("scheme: geometric, small_max: 32KiB", f"{sc}, small_max: 32KiB")
     problems = errors_of(write(tmp_path, bad))
-    assert any(words in p and p.startswith(f"{tmp_path / 's.yaml'}:2:") or
-               words in p and p.startswith("s.yaml:2:") for p in problems), problems
+    assert len(problems) == 1 and problems[0].startswith("s.yaml:2:"), problems
+    assert words in problems[0] and len(problems[0]) < 400, problems
+
+
+def test_spec_values_python_cannot_build_are_errors(tmp_path):
+    """A date that is no date, or an int past Python's digit limit, in a spec: an error at its
+    position (a ValueError traceback before)."""
+    for value, words in (("2024-13-45", "month must be in 1..12"), ("1" + "0" * 5000, "Exceeds the limit")):
+        problems = errors_of(write(tmp_path, GOOD + f"description: {value}\n"))
+        assert any(words in p and ":9:14:" in p for p in problems), problems
+
+
+def test_profile_key_that_is_not_a_path_is_one_error(tmp_path):
+    write_profile(tmp_path / "app.yaml", {48: 10})
+    write(tmp_path, GOOD.replace("scheme: geometric, small_max: 32KiB",
+                                 "scheme: profile, profile: app.yaml, small_max: 32KiB"), "b.yaml")
+    problems = errors_of(write(tmp_path, "name: c\nextends: b.yaml\nsize_classes: {profile: 123}\n"))
+    assert len(problems) == 1 and "size_classes.profile: expected a string" in problems[0], problems
+
+
+def test_profile_path_follows_the_file_not_the_working_directory(tmp_path, monkeypatch):
+    """The profile is found beside the spec as it was opened (like `extends:`), so the same
+    path gives the same table from any directory; how the path is written does not change
+    the digest."""
+    real, link = tmp_path / "real", tmp_path / "link"
+    write_profile(real / "app.yaml", {4368: 90, 48: 10})
+    write(real, GOOD.replace("scheme: geometric, small_max: 32KiB",
+                             "scheme: profile, profile: app.yaml, small_max: 32KiB"))
+    link.mkdir()
+    (link / "s.yaml").symlink_to(real / "s.yaml")
+    write_profile(link / "app.yaml", {3008: 90, 48: 10})
+    seen = set()
+    for cwd in (tmp_path, real, link, tmp_path / "real"):
+        monkeypatch.chdir(cwd)
+        seen.add(tuple(load_spec(link / "s.yaml").data["size_classes"]["profile_sizes"]))
+    assert seen == {(3008,)}, seen
+    digests = {load_spec(write(real, GOOD.replace("scheme: geometric, small_max: 32KiB",
+                                                   f"scheme: profile, profile: {p}, small_max: 32KiB"),
+                               "w.yaml")).digest()
+               for p in ("app.yaml", "./app.yaml", str(real / "app.yaml"))}
+    assert len(digests) == 1, digests
 
 
 def test_extends_deep_merges_and_later_wins(tmp_path):

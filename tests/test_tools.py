@@ -162,6 +162,35 @@ def test_diff_git_revision_reads_the_profile_of_that_revision(spec_repo):
     assert r.returncode == 2 and "profile 'none.yaml' of specs/gone.yaml: no file" in r.stderr
 
 
+def test_diff_git_revision_profile_edges(spec_repo):
+    """Only the profile the merged spec uses is fetched (a child that clears its base's does
+    not need it); a profile named `..x` is inside the repository; a directory or a non-UTF-8
+    file at the revision is a message, never an OS error or a traceback."""
+    specs = spec_repo / "specs"
+    (specs / "profs").mkdir()
+    (specs / "profs" / "keep").write_text("x\n")
+    prof = "hzgen_profile: 1\nclasses: [{size: 4368, allocs: 9, frees: 9, remote_in: 0, remote_out: 0}]\n"
+    (specs / "..app.yaml").write_text(prof)
+    (specs / "latin1.yaml").write_bytes(b"hzgen_profile: 1\ncommand: ['\xff']\nclasses: []\n")
+    fitted = "name: {n}\nextends: base.yaml\nsize_classes: {{scheme: profile, profile: {p}}}\n"
+    (specs / "dots.yaml").write_text(fitted.format(n="dots", p="..app.yaml"))
+    (specs / "dir.yaml").write_text(fitted.format(n="dir", p="profs"))
+    (specs / "latin.yaml").write_text(fitted.format(n="latin", p="latin1.yaml"))
+    (specs / "gonebase.yaml").write_text(fitted.format(n="gonebase", p="never.yaml"))
+    (specs / "cleared.yaml").write_text("name: cleared\nextends: gonebase.yaml\n"
+                                        "size_classes: {scheme: geometric, profile: null}\n")
+    _git(spec_repo, "add", "specs")
+    _git(spec_repo, "commit", "-qm", "edges")
+    r = hzgen("diff", "specs/dots.yaml@HEAD", "specs/dots.yaml", cwd=spec_repo)
+    assert r.returncode in (0, 1) and "leaves" not in r.stderr, r.stderr
+    r = hzgen("diff", "specs/cleared.yaml@HEAD", "specs/cleared.yaml", cwd=spec_repo)
+    assert r.returncode in (0, 1), r.stderr
+    r = hzgen("diff", "specs/dir.yaml@HEAD", "specs/child.yaml", cwd=spec_repo)
+    assert r.returncode == 2 and "profile 'profs' of specs/dir.yaml: no file 'specs/profs'" in r.stderr, r.stderr
+    r = hzgen("diff", "specs/latin.yaml@HEAD", "specs/child.yaml", cwd=spec_repo)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "cannot read profile" in r.stderr, r.stderr
+
+
 def test_diff_bad_input(spec_repo, broken_spec):
     r = hzgen("diff", "specs/child.yaml@nosuchrev", "specs/child.yaml", cwd=spec_repo)
     assert r.returncode == 2
