@@ -272,7 +272,9 @@ def facts(m: Model) -> list[tuple[str, str]]:
         ("threads", "yes" if m.threads else "no"),
         ("size classes", f"{len(m.classes)} classes {m.classes[0].size}..{m.small_max} B, "
                          f"{sc['scheme']}, quantum {m.quantum}"
-                         + (f", extra {' '.join(map(str, sc['extra']))}" if sc.get("extra") else "")),
+                         + (f", extra {' '.join(map(str, sc['extra']))}" if sc.get("extra") else "")
+                         + (f", from the profile {' '.join(map(str, sc['profile_sizes'])) or 'nothing'}"
+                            if sc["scheme"] == "profile" else "")),
         ("superslab", f"segment {size_text(m.segment)}, slab unit {size_text(m.slab)}, "
                       f"max_units {m.raw['superslab']['max_units']}, max_waste "
                       f"{m.raw['superslab']['max_waste']:g}, header {m.header_units} unit(s)"),

@@ -154,6 +154,7 @@ def test_diff_git_revision_reads_the_profile_of_that_revision(spec_repo):
     r = hzgen("diff", "specs/fitted.yaml@HEAD", "specs/fitted.yaml", cwd=spec_repo)
     assert r.returncode == 1, r.stderr
     assert "size classes resized (1): 4368->4416" in r.stdout, r.stdout
+    assert "profile, quantum 16, from the profile 4416" in r.stdout, r.stdout
     (spec_repo / "specs" / "gone.yaml").write_text(
         "name: gone\nextends: base.yaml\nsize_classes: {scheme: profile, profile: none.yaml}\n")
     _git(spec_repo, "add", "specs/gone.yaml")
