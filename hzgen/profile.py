@@ -37,8 +37,10 @@ a base spec that is missing or invalid), 1 when the recording library fails to b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -169,17 +171,22 @@ def write_atomic(path: Path, text: str, check=None) -> None:
         raise
 
 
+@contextlib.contextmanager
+def _on_sigterm(handler):
+    """handler(signum, frame) runs on SIGTERM while the block runs; the previous one after"""
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_forwarding_sigterm(cmd: list[str], env: dict) -> int:
     """Run cmd; a SIGTERM to hzgen (`timeout hzgen profile ...`) goes on to the command, which
     is waited for, so that the temporary directory is removed and no process is left behind."""
-    import signal
-
     child = subprocess.Popen(cmd, env=env)
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum))
-    try:
+    with _on_sigterm(lambda signum, frame: child.send_signal(signum)):
         return child.wait()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _exit_code(rc: int) -> int:
@@ -200,16 +207,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     """A SIGTERM (`timeout hzgen profile ...`) ends hzgen like Ctrl-C does: its temporary
     directory goes, and a running command is passed the signal and waited for."""
-    import signal
-
     def terminate(signum, frame):
         raise SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
+    with _on_sigterm(terminate):
         return _profile(args)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _profile(args) -> int:

@@ -371,18 +371,23 @@ def test_zero_bytes_with_a_large_alignment_is_a_real_block(built, plain_programs
     assert len(r) == 7 and all(usable >= 1 for usable in r.values()), r
 
 
+def wild_free(cmd, env, model, message, clean):
+    """cmd makes a wild free: a spec with checks aborts naming it (message), the others drop it
+    and cmd prints `clean`"""
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, timeout=60)
+    if model.checks["invalid_free"]:
+        assert r.returncode != 0 and message in r.stderr, (r.stdout, r.stderr)
+    else:
+        assert r.returncode == 0 and r.stdout == clean, (r.stdout, r.stderr)
+
+
 def test_a_pointer_into_a_large_block_is_never_handed_to_glibc(built, model, plain_programs):
     """free() of a pointer 5 MiB into a live 16 MiB block: every granule of a large block is in
     the registry, so it is an invalid free of ours (dropped, or the checked spec's abort naming
     it), not a foreign pointer (before: glibc's free got it and aborted, or unmapped part of
     the live block when the bytes in front looked like one of its chunk headers)."""
-    r = subprocess.run([str(plain_programs["large_memory"]), "interior"], capture_output=True,
-                       text=True, env=preload_env(built), timeout=60)
-    if model.checks["invalid_free"]:
-        assert r.returncode != 0 and "free of a pointer inside a large block" in r.stderr, r.stderr
-    else:
-        assert r.returncode == 0, r.stderr
-        assert r.stdout == "interior: usable=0 intact=1\n"
+    wild_free([plain_programs["large_memory"], "interior"], preload_env(built), model,
+              "free of a pointer inside a large block", "interior: usable=0 intact=1\n")
 
 
 def test_aligned_pool_under_threads(built, model, plain_programs):
@@ -405,12 +410,8 @@ def test_aligned_pool_double_free_while_the_first_free_purges(built, model, plai
     needs_threads(model)
     env = preload_env(built, HZ_SPY_MIN_LEN=str(65536))
     env["LD_PRELOAD"] = f"{madvise_spy} {built.override}"
-    r = subprocess.run([str(plain_programs["aligned_pool"]), "race"], capture_output=True,
-                       text=True, env=env, timeout=60)
-    if model.checks["invalid_free"]:
-        assert r.returncode != 0 and "not a live aligned block" in r.stderr, (r.stdout, r.stderr)
-    else:
-        assert r.returncode == 0 and r.stdout == "race: spied=1 distinct=1\n", (r.stdout, r.stderr)
+    wild_free([plain_programs["aligned_pool"], "race"], env, model, "not a live aligned block",
+              "race: spied=1 distinct=1\n")
 
 
 def test_aligned_pool_falls_back_when_a_region_cannot_be_mapped(built, plain_programs):
@@ -427,10 +428,4 @@ def test_aligned_pool_falls_back_when_a_region_cannot_be_mapped(built, plain_pro
 def test_wild_frees_of_aligned_pool_blocks(built, model, plain_programs, mode, message, clean):
     """A free() inside a live pool block, or a second free() of one: never a slot handed out
     twice; the checked spec aborts naming it, the others drop it."""
-    r = subprocess.run([str(plain_programs["aligned_pool"]), mode], capture_output=True,
-                       text=True, env=preload_env(built), timeout=60)
-    if model.checks["invalid_free"]:
-        assert r.returncode != 0 and message in r.stderr, r.stderr
-    else:
-        assert r.returncode == 0, r.stderr
-        assert r.stdout == clean
+    wild_free([plain_programs["aligned_pool"], mode], preload_env(built), model, message, clean)

@@ -312,8 +312,7 @@ HZ_API int HZ_FN(malloc_trim)(size_t pad)
   unsigned heaps = 0;
   for (hz_heap *a = hz_heaps_all; a; a = a->next_all) heaps++;
   hz_reclaim_dead(h, heaps);
-  for (hz_heap *a = hz_heaps_all; a; a = a->next_all)
-    if (!hz_reclaim_abandoned()) break;
+  for (unsigned i = 0; i < heaps && hz_reclaim_abandoned(); i++) {}
   int pooled = hz_pool_trim();
   int cached = hz_large_cache_flush();
   return hz_purge_all() | cached | pooled;

@@ -97,6 +97,13 @@ static uint8_t hz_segmap[HZ_SEGMAP_SIZE];
  * byte load cannot tear (an atomic load here costs the fast path a separate compare) */
 HZ_INLINE unsigned hz_kind_of(const void *p)
 { return hz_segmap[HZ_SEGMAP_INDEX(p)]; }
+/* the registry entries of the granules [from, to) say `kind` (release: a reader that sees the
+ * kind sees what was set up before it) */
+HZ_INLINE void hz_kind_set(const void *from, const void *to, unsigned kind)
+{
+  for (const char *g = (const char *)from; g < (const char *)to; g += HZ_SEGMENT_SIZE)
+    __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(g)], (uint8_t)kind, __ATOMIC_RELEASE);
+}
 HZ_INLINE hz_segment *hz_segment_of(const void *p)
 { return (hz_segment *)((uintptr_t)p & ~(HZ_SEGMENT_SIZE - 1)); }
 /* the unit's metadata: records are 128 bytes, so the unit index scaled by 128 is one shift and mask */

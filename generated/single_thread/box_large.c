@@ -153,10 +153,8 @@ static void hz_large_trim(hz_large *L, size_t need, size_t slack)
 static void hz_large_register(const hz_large *L, unsigned kind)
 {
   char *g = (char *)((uintptr_t)L->user & ~(HZ_SEGMENT_SIZE - 1));
-  const uint8_t body = kind == HZ_KIND_NONE ? HZ_KIND_NONE : HZ_KIND_LARGE_BODY;
-  __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(g)], (uint8_t)kind, __ATOMIC_RELEASE);
-  for (g += HZ_SEGMENT_SIZE; g < L->map + L->map_len; g += HZ_SEGMENT_SIZE)
-    __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(g)], body, __ATOMIC_RELEASE);
+  hz_kind_set(g, g + HZ_SEGMENT_SIZE, kind);
+  hz_kind_set(g + HZ_SEGMENT_SIZE, L->map + L->map_len, kind == HZ_KIND_NONE ? HZ_KIND_NONE : HZ_KIND_LARGE_BODY);
 }
 
 static void *hz_large_alloc(size_t n, size_t align)
@@ -308,8 +306,7 @@ static char *hz_pool_base(const hz_pool_region *R) { return (char *)R - HZ_POOL_
 /* every registry granule of a region: kind (HZ_KIND_POOL + shift), or HZ_KIND_NONE */
 static void hz_pool_register(char *base, unsigned shift, unsigned kind)
 {
-  for (size_t off = 0; off < hz_pool_region_size(shift); off += HZ_SEGMENT_SIZE)
-    __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(base + off)], (uint8_t)kind, __ATOMIC_RELEASE);
+  hz_kind_set(base, base + hz_pool_region_size(shift), kind);
 }
 
 /* the region of a pointer whose registry kind is a pool's, and its slot if p is a live block
@@ -367,11 +364,35 @@ static void *hz_pool_alloc(size_t n, unsigned shift)
   __atomic_store_n(&R->live, R->live | 1ull << s, __ATOMIC_RELAXED);
   hz_lock_release(&hz_pool_lock);
   if (trim) {
-    hz_os_purge(p + usable, trim);   /* the slot is ours: no lock needed */
-    atomic_fetch_add_explicit(&hz_purged_bytes, trim, memory_order_relaxed);
+    hz_purge_counted(p + usable, trim);   /* the slot is ours: no lock needed */
   }
   atomic_fetch_add_explicit(&hz_large_mapped_count, 1, memory_order_relaxed);
   return p;
+}
+
+/* R's freed slots keep no pages (lock held): they go back to the OS now (purge), or with the
+ * region's unmap that follows; returns 1 if any slot kept some */
+static int hz_pool_forget_dirty(hz_pool_region *R, unsigned shift, int purge)
+{
+  for (uint64_t d = R->dirty; d; d &= d - 1) {
+    const unsigned s = (unsigned)__builtin_ctzll(d);
+    if (purge) hz_purge_counted(hz_pool_base(R) + ((size_t)s << shift), R->touched[s]);
+    hz_pool_dirty_bytes -= R->touched[s];
+    R->touched[s] = 0;
+  }
+  const int had = R->dirty != 0;
+  R->dirty = 0;
+  return had;
+}
+
+/* *at, a region with nothing live or busy, leaves its list and the registry (lock held; the
+ * caller unmaps it after releasing the lock) */
+static void hz_pool_unlink(hz_pool_region **at, unsigned shift)
+{
+  hz_pool_region *R = *at;
+  *at = R->next;
+  hz_pool_forget_dirty(R, shift, 0);
+  hz_pool_register(hz_pool_base(R), shift, HZ_KIND_NONE);
 }
 
 /* R has no live block left and another region of its alignment has a free slot (so the next
@@ -386,9 +407,7 @@ static int hz_pool_region_drop(hz_pool_region *R, unsigned shift)
   if (!other) return 0;
   hz_pool_region **at = &hz_pool_regions[shift];
   while (*at != R) at = &(*at)->next;
-  *at = R->next;
-  for (uint64_t d = R->dirty; d; d &= d - 1) hz_pool_dirty_bytes -= R->touched[__builtin_ctzll(d)];
-  hz_pool_register(hz_pool_base(R), shift, HZ_KIND_NONE);
+  hz_pool_unlink(at, shift);
   return 1;
 }
 
@@ -411,8 +430,7 @@ static void hz_pool_free(void *p, unsigned kind)
      * other thread takes it and the kernel call runs without the lock */
     R->busy |= bit;
     hz_lock_release(&hz_pool_lock);
-    hz_os_purge(p, touched);
-    atomic_fetch_add_explicit(&hz_purged_bytes, touched, memory_order_relaxed);
+    hz_purge_counted(p, touched);
     hz_lock_acquire(&hz_pool_lock);
     R->busy &= ~bit;
     R->touched[s] = 0;
@@ -443,18 +461,9 @@ static int hz_pool_trim(void)
   for (unsigned shift = HZ_POOL_MIN_SHIFT; shift <= HZ_POOL_MAX_SHIFT; shift++) {
     for (hz_pool_region **at = &hz_pool_regions[shift]; *at;) {
       hz_pool_region *R = *at;
-      for (uint64_t d = R->dirty; d; d &= d - 1) {
-        unsigned s = (unsigned)__builtin_ctzll(d);
-        hz_os_purge(hz_pool_base(R) + ((size_t)s << shift), R->touched[s]);
-        atomic_fetch_add_explicit(&hz_purged_bytes, R->touched[s], memory_order_relaxed);
-        hz_pool_dirty_bytes -= R->touched[s];
-        R->touched[s] = 0;
-        released = 1;
-      }
-      R->dirty = 0;
+      released |= hz_pool_forget_dirty(R, shift, 1);
       if (R->live | R->busy) { at = &R->next; continue; }
-      *at = R->next;
-      hz_pool_register(hz_pool_base(R), shift, HZ_KIND_NONE);
+      hz_pool_unlink(at, shift);
       hz_os_unmap(hz_pool_base(R), hz_pool_region_size(shift));
       released = 1;
     }

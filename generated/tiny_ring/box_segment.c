@@ -76,7 +76,7 @@ static hz_segment *hz_segment_new(unsigned kind)
   seg->free_units = HZ_UNITS - HZ_HEADER_UNITS;
   for (uint32_t u = 0; u < HZ_HEADER_UNITS; u++) seg->unit_state[u] = HZ_UNIT_USED;
   hz_segment_push_front(seg);
-  __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(seg)], (uint8_t)kind, __ATOMIC_RELEASE);
+  hz_kind_set(seg, (char *)seg + HZ_SEGMENT_SIZE, kind);
   atomic_fetch_add_explicit(&hz_seg_mapped_count, 1, memory_order_relaxed);
   return seg;
 }
@@ -85,7 +85,7 @@ static hz_segment *hz_segment_new(unsigned kind)
 static void hz_segment_unlink(hz_segment *seg)
 {
   hz_segment_remove(seg);
-  __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(seg)], HZ_KIND_NONE, __ATOMIC_RELEASE);
+  hz_kind_set(seg, (char *)seg + HZ_SEGMENT_SIZE, HZ_KIND_NONE);
   atomic_fetch_add_explicit(&hz_seg_released_count, 1, memory_order_relaxed);
 }
 
@@ -124,11 +124,17 @@ static uint32_t hz_take_dirty_run(hz_segment *seg, uint32_t *u, uint8_t state)
   return end - at;
 }
 
+/* pages go back to the OS, counted in the stats' purged bytes */
+static void hz_purge_counted(void *p, size_t len)
+{
+  hz_os_purge(p, len);
+  atomic_fetch_add_explicit(&hz_purged_bytes, len, memory_order_relaxed);
+}
+
 /* pages of units [at, at + n) of seg go back to the OS */
 static void hz_units_purge(hz_segment *seg, uint32_t at, uint32_t n)
 {
-  hz_os_purge((char *)seg + ((size_t)at << HZ_SLAB_SHIFT), (size_t)n << HZ_SLAB_SHIFT);
-  atomic_fetch_add_explicit(&hz_purged_bytes, (uint64_t)n << HZ_SLAB_SHIFT, memory_order_relaxed);
+  hz_purge_counted((char *)seg + ((size_t)at << HZ_SLAB_SHIFT), (size_t)n << HZ_SLAB_SHIFT);
 }
 
 /* return the dirty units of one segment to the OS (lock held) */
@@ -431,7 +437,7 @@ static hz_slab *hz_slab_alloc(hz_heap *h, uint32_t cls)
   } else {
     if (seg->kind != kind) {      /* an empty segment changes sides: no block of it is live */
       seg->kind = kind;
-      __atomic_store_n(&hz_segmap[HZ_SEGMAP_INDEX(seg)], (uint8_t)kind, __ATOMIC_RELEASE);
+      hz_kind_set(seg, (char *)seg + HZ_SEGMENT_SIZE, kind);
     }
     if (hz_segment_is_empty(seg) && hz_segments_empty) hz_segments_empty--;
   }
