@@ -3,7 +3,8 @@
 Compiles the C workloads in ``bench/`` (into ``build/bench/``), builds the
 given specs into LD_PRELOAD libraries, and runs every workload variant under
 every allocator (the specs plus peer allocators: glibc, mimalloc, jemalloc,
-tcmalloc), alternating allocators run by run (A B C A B C ...).  Reports the
+tcmalloc), alternating allocators run by run in rounds that rotate which one
+starts (A B C, B C A, C A B, ...).  Reports the
 median ops/s, the median of the paired ratios to a baseline allocator, peak
 RSS, and instructions per malloc+free pair for the ``tiny`` workloads,
 counted by ``perf stat`` where the hardware counters are available and
@@ -459,6 +460,14 @@ def run_sample(exe: Path, variant: Variant, alloc: Allocator, scale: float, time
         sample["fields"] = {k: v for k, v in res.items()
                             if k not in ("name", "ops", "seconds", "ops_per_sec")}
     return sample
+
+
+def round_order(allocators: list[Allocator], i: int) -> list[Allocator]:
+    """Round i runs every allocator once, starting at allocator i mod n: each one runs in every
+    position (first, right after each other) equally often, so a position's bias (the run after
+    a big process exited, a clock that ramps up) does not land on one allocator."""
+    k = i % len(allocators)
+    return allocators[k:] + allocators[:k]
 
 
 def _tail(text: str, n: int = 300) -> str:
@@ -1003,7 +1012,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "for everything); default: the suite: "
                              + ", ".join(v.name for v in SUITE))
     parser.add_argument("--pairs", type=int, default=6, metavar="N",
-                        help="runs per allocator and workload, alternating allocators "
+                        help="runs per allocator and workload, in rounds that alternate the "
+                             "allocators and rotate which one starts "
                              "(default: 6, the fewest with a 95%% confidence interval; "
                              + ", ".join(v.name for v in VARIANTS if v.pair_factor > 1)
                              + " run 2N)")
@@ -1192,7 +1202,7 @@ def _run(args: argparse.Namespace, build_spec: Optional[Callable[[Any], Any]]) -
         for v in variants:
             samples: dict[str, list[dict[str, Any]]] = {a.name: [] for a in allocators}
             for i in range(pairs * v.pair_factor):
-                for a in allocators:
+                for a in round_order(allocators, i):
                     progress.step(f"{v.name} {a.name}")
                     s = run_sample(exes[v.program], v, a, scale, timeout, use_time)
                     samples[a.name].append(s)

@@ -409,6 +409,36 @@ def test_summary_uses_paired_ratios():
     assert sm["fields_median"]["base"]["rss_after_free_kb"] == 100.0
 
 
+@needs_cc
+def test_rounds_rotate_which_allocator_runs_first(spec_file, private_build_dir, monkeypatch,
+                                                  capsys):
+    """Every round runs each allocator once, and the allocator that starts moves on by one, so
+    each allocator runs first (and right after each other one) equally often; the paired
+    ratios still pair the runs of one round."""
+    order: list[tuple[str, str]] = []
+
+    def fake_sample(exe, variant, alloc, scale, timeout, use_time):
+        order.append((variant.name, alloc.name))
+        x = {"fakespec": 100.0, "glibc": 50.0, "mimalloc": 200.0}[alloc.name]
+        return {"ok": True, "ops_per_sec": x * (1 + len(order) / 100), "rss_kb": 1,
+                "fields": {}}
+
+    monkeypatch.setattr(bench, "run_sample", fake_sample)
+    monkeypatch.setattr(bench, "find_peer",
+                        lambda name: Path("/fake/libmimalloc.so") if name == "mimalloc" else None)
+    args = parse([str(spec_file), "--peers", "glibc,mimalloc", "--pairs", "4",
+                  "--workloads", "mixed,larson2"])
+    assert bench.run(args, build_spec=fake_builder()) == 0
+    names = ["fakespec", "glibc", "mimalloc"]
+    for workload, rounds in (("mixed", 4), ("larson2", 8)):   # larson2 runs twice the pairs
+        runs = [a for w, a in order if w == workload]
+        assert len(runs) == 3 * rounds
+        for i in range(rounds):
+            assert runs[3 * i:3 * i + 3] == names[i % 3:] + names[:i % 3]
+    data = capsys.readouterr().out
+    assert "mixed" in data and "larson2" in data
+
+
 def test_median_ci_is_the_order_statistic_interval():
     xs = [9.0, 1.0, 8.0, 2.0, 7.0, 3.0, 6.0, 4.0, 5.0]
     # n = 9: 2nd smallest .. 2nd largest; misses the median when 0 or 1 of 9 fall below it
