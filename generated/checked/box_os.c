@@ -13,10 +13,13 @@ static void hz_os_account(ptrdiff_t delta)
                                                               memory_order_relaxed, memory_order_relaxed)) {}
 }
 
+/* NULL when the kernel says no, errno untouched: a refused mapping may be retried and succeed
+ * (hz_release_held), and the caller that gives up sets ENOMEM */
 static void *hz_os_map(size_t len)
 {
+  int saved = errno;
   void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) return NULL;
+  if (p == MAP_FAILED) { errno = saved; return NULL; }
   hz_os_account((ptrdiff_t)len);
   return p;
 }

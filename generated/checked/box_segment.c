@@ -40,7 +40,7 @@ static _Atomic(size_t) hz_doomed_bytes;  /* resident bytes on the stack; past HZ
                                             * caller unmaps */
 static hz_lock hz_doomed_lock;           /* held by the purger around each munmap (fork takes it) */
 #define HZ_DOOMED_MAX ((size_t)64 << 20)
-static void hz_unmap_doomed(void);
+static int hz_unmap_doomed(void);
 
 /* The segment list keeps every segment with free units in front of the full ones, so that the
  * search for a slab stops at the first full segment instead of walking a large heap's every
@@ -318,6 +318,7 @@ HZ_COLD void hz_purger_start(void)
   pthread_attr_t attr;
   sigset_t all, old;
   pthread_t t;
+  int saved = errno;                   /* a refused stack mapping must not show through a malloc */
   int ok = pthread_attr_init(&attr) == 0;
   if (ok) {
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -329,6 +330,7 @@ HZ_COLD void hz_purger_start(void)
     pthread_attr_destroy(&attr);
   }
   atomic_store(&hz_purger_state, ok ? HZ_PURGER_RUN : HZ_PURGER_FAILED);
+  errno = saved;
 }
 
 /* wake the purger: from any wait when `urgent` (a mapping waits to be unmapped); otherwise
@@ -373,12 +375,13 @@ static int hz_purger_unmap_later(void *map, size_t len, size_t resident)
   return 1;
 }
 
-/* unmap every mapping handed over (the purger; a fork child for its inherited ones), one at a
- * time under hz_doomed_lock, so a fork never happens between taking one and unmapping it; the
- * purger is the only taker, so popping the top cannot meet ABA */
-static void hz_unmap_doomed(void)
+/* unmap every mapping handed over (the purger; a fork child for its inherited ones; malloc_trim
+ * and a refused mapping), one at a time under hz_doomed_lock, so a fork never happens between
+ * taking one and unmapping it; takers hold the lock, so popping the top cannot meet ABA (a
+ * popped node is unmapped before another taker looks). Returns 1 if it unmapped one */
+static int hz_unmap_doomed(void)
 {
-  for (;;) {
+  for (int any = 0;; any = 1) {
     hz_lock_acquire(&hz_doomed_lock);
     hz_doomed *d = atomic_load_explicit(&hz_doomed_maps, memory_order_acquire);
     while (d && !atomic_compare_exchange_weak_explicit(&hz_doomed_maps, &d, d->next,
@@ -389,7 +392,7 @@ static void hz_unmap_doomed(void)
       atomic_fetch_sub_explicit(&hz_doomed_bytes, resident, memory_order_relaxed);
     }
     hz_lock_release(&hz_doomed_lock);
-    if (!d) return;
+    if (!d) return any;
   }
 }
 

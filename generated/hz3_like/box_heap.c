@@ -187,6 +187,7 @@ HZ_COLD hz_heap *hz_heap_acquire(int *lent)
   if (!h && hz_reclaim_dead(NULL, 64)) h = hz_abandoned_pop();   /* a dead thread's first */
   if (!h) {
     h = hz_os_map(hz_page_round(sizeof(hz_heap)));
+    if (!h) { hz_release_held(); h = hz_os_map(hz_page_round(sizeof(hz_heap))); }
     if (!h) return NULL;
     hz_front_init(h);
     hz_owner_init(h);

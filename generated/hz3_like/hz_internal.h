@@ -168,6 +168,7 @@ static int hz_large_cache_waiting(void);
 static void hz_large_cache_decay_inline(uint64_t now);
 static int hz_large_cache_flush(void);
 static void hz_invalid_free(const void *p, const char *why);
+static int hz_release_held(void);
 static hz_heap hz_empty_heap;   /* every thread's heap until it allocates: all tiers empty */
 static __thread hz_heap *hz_tls_heap __attribute__((tls_model("initial-exec"))) = &hz_empty_heap;
 #define HZ_HEAP() (hz_tls_heap)

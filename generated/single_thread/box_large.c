@@ -180,6 +180,7 @@ static void *hz_large_alloc(size_t n, size_t align)
     map = hz_large_cache_take(need, &got);
     if (map) { reserve = got.len; touched = got.touched; dirty = 1; }
     if (!map) map = hz_os_map_aligned(reserve, HZ_SEGMENT_SIZE);
+    if (!map) { hz_release_held(); map = hz_os_map_aligned(reserve, HZ_SEGMENT_SIZE); }
     if (!map) { errno = ENOMEM; return NULL; }
     L = (hz_large *)map;
     user = map + off;
@@ -195,6 +196,7 @@ static void *hz_large_alloc(size_t n, size_t align)
     size_t body = hz_segment_round(n ? n : 1);
     size_t raw_len = body + align + HZ_OS_PAGE;
     char *raw = hz_os_map(raw_len);
+    if (!raw) { hz_release_held(); raw = hz_os_map(raw_len); }
     if (!raw) { errno = ENOMEM; return NULL; }
     user = (char *)(((uintptr_t)raw + HZ_OS_PAGE + align - 1) & ~(uintptr_t)(align - 1));
     map = user - HZ_OS_PAGE;

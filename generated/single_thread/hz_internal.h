@@ -161,6 +161,7 @@ static void hz_maybe_purge(void);
 static void *hz_large_alloc(size_t n, size_t align);
 static int hz_large_cache_flush(void);
 static void hz_invalid_free(const void *p, const char *why);
+static int hz_release_held(void);
 static void hz_stats_fork_child(void);
 static hz_heap hz_main_heap;    /* threads: false: one heap, no TLS, not thread-safe */
 #define HZ_HEAP() (&hz_main_heap)

@@ -152,6 +152,7 @@ static void hz_slab_give(hz_heap *h, uint32_t cls, void **blocks, uint32_t n);
 static void hz_maybe_purge(void);
 static void *hz_large_alloc(size_t n, size_t align);
 static void hz_invalid_free(const void *p, const char *why);
+static int hz_release_held(void);
 static hz_heap hz_empty_heap;   /* every thread's heap until it allocates: all tiers empty */
 static __thread hz_heap *hz_tls_heap __attribute__((tls_model("initial-exec"))) = &hz_empty_heap;
 #define HZ_HEAP() (hz_tls_heap)

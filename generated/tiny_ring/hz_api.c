@@ -59,6 +59,19 @@ static size_t hz_foreign_usable_size(void *p)
 
 #define HZ_CHECK_ALLOC(p) ((void)0)
 
+/* out-of-memory boundary (a mapping the kernel refused; malloc_trim): what is held for reuse
+ * goes back now (the large cache, empty pool regions, mappings waiting for the purger, dirty
+ * slab units), so a program under an address-space limit fails only where glibc would; the
+ * caller tries once more whatever this returns (1: something went back here; a mapping the
+ * purger was unmapping meanwhile counts nowhere). Called with none of our locks held */
+static int hz_release_held(void)
+{
+  int released = hz_pool_trim();
+  released |= hz_large_cache_flush();
+  released |= hz_unmap_doomed();
+  return hz_purge_all() | released;
+}
+
 /* the small-object slow path: first allocation of the thread, or tier 0 ran dry */
 HZ_NOINLINE void *hz_alloc_miss(hz_heap *h, uint32_t cls)
 {
@@ -74,6 +87,7 @@ HZ_NOINLINE void *hz_alloc_miss(hz_heap *h, uint32_t cls)
   hz_remote_collect(h, cls);
   void *p = hz_alloc_fast(h, cls);
   if (!p) p = hz_refill_and_pop(h, cls);
+  if (HZ_UNLIKELY(!p)) { hz_release_held(); p = hz_refill_and_pop(h, cls); }
   if (HZ_UNLIKELY(lent)) hz_thread_exit(h);   /* the thread's exit hook ran: back it goes */
   if (HZ_UNLIKELY(!p)) { errno = ENOMEM; return NULL; }
   HZ_CHECK_ALLOC(p);
@@ -313,9 +327,7 @@ HZ_API int HZ_FN(malloc_trim)(size_t pad)
   for (hz_heap *a = hz_heaps_all; a; a = a->next_all) heaps++;
   hz_reclaim_dead(h, heaps);
   for (unsigned i = 0; i < heaps && hz_reclaim_abandoned(); i++) {}
-  int pooled = hz_pool_trim();
-  int cached = hz_large_cache_flush();
-  return hz_purge_all() | cached | pooled;
+  return hz_release_held();
 }
 
 HZ_API int HZ_FN(mallopt)(int param, int value) { (void)param; (void)value; return 1; }

@@ -4,7 +4,9 @@
  * `hz_spy_in_madvise` meanwhile, so a test program can see whether
  * its allocations still complete while the purger is inside the call (they cannot if the
  * purger holds the allocator's lock across it). It also counts munmap calls of 1 MiB or more
- * by the main thread and by the others (`hz_spy_munmap_main`, `hz_spy_munmap_other`).
+ * by the main thread and by the others (`hz_spy_munmap_main`, `hz_spy_munmap_other`); with
+ * HZ_SPY_SLOW_MUNMAP=1 such an munmap by another thread takes 300 ms longer too (a purger
+ * behind with the mappings handed to it).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -42,8 +44,14 @@ int munmap(void *addr, size_t len)
     static int (*real)(void *, size_t);
     if (!real) real = (int (*)(void *, size_t))dlsym(RTLD_NEXT, "munmap");
     if (len >= (1u << 20)) {
-        if (gettid() == getpid()) hz_spy_munmap_main++;
-        else __atomic_fetch_add(&hz_spy_munmap_other, 1, __ATOMIC_RELAXED);
+        if (gettid() == getpid()) {
+            hz_spy_munmap_main++;
+        } else {
+            __atomic_fetch_add(&hz_spy_munmap_other, 1, __ATOMIC_RELAXED);
+            const char *slow = getenv("HZ_SPY_SLOW_MUNMAP");
+            struct timespec nap = {0, 300000000L};
+            if (slow && *slow == '1') nanosleep(&nap, NULL);
+        }
     }
     return real(addr, len);
 }
