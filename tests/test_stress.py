@@ -72,6 +72,24 @@ def test_fork_from_threaded_parent(built, model, plain_programs):
     assert "fork ok: children=50" in run([plain_programs["forktest"], 50], env=preload_env(built))
 
 
+@pytest.fixture(scope="session")
+def atfork_alloc(tmp_path_factory):
+    """pthread_atfork handlers that allocate, registered before the allocator's."""
+    return shim(tmp_path_factory, "atfork_alloc")
+
+
+def test_fork_handlers_of_earlier_libraries_may_allocate(built, model, plain_programs,
+                                                         atfork_alloc):
+    """A library initialised before the allocator registers pthread_atfork handlers that
+    allocate and free (new slab, aligned pool, large block and cache): they run while the
+    allocator's prepare handler holds its locks, and must not wait for them (before: the first
+    fork hung, as forktest's alarm shows; glibc allows it)."""
+    needs_threads(model)
+    env = preload_env(built)
+    env["LD_PRELOAD"] = f"{built.override} {atfork_alloc}"   # listed after: initialised first
+    assert "fork ok: children=50" in run([plain_programs["forktest"], 50], env=env)
+
+
 def test_thread_churn_keeps_rss_bounded(built, model, plain_programs):
     """2000 short-lived threads: caches are flushed and heaps adopted, so RSS stays flat."""
     needs_threads(model)

@@ -235,10 +235,12 @@ static void hz_fork_prepare(void)
   hz_lock_acquire(&hz_pool_lock);
   hz_lock_acquire(&hz_large_lock);
   hz_lock_acquire(&hz_doomed_lock);
+  hz_fork_holder = 1;
 }
 
 static void hz_fork_parent(void)
 {
+  hz_fork_holder = 0;
   hz_lock_release(&hz_doomed_lock);
   hz_lock_release(&hz_large_lock);
   hz_lock_release(&hz_pool_lock);
@@ -248,6 +250,7 @@ static void hz_fork_parent(void)
 
 static void hz_fork_child(void)
 {
+  hz_fork_holder = 0;
   hz_lock_reset(&hz_large_lock);
   hz_lock_reset(&hz_pool_lock);
   hz_lock_reset(&hz_seg_lock);

@@ -31,15 +31,25 @@ typedef struct hz_heap hz_heap;
 
 /* ---- a spinlock: no pthread_mutex, so it is usable from any bootstrap state and fork */
 typedef struct { atomic_int v; } hz_lock;
+/* set on the forking thread while it holds every hz_lock (from our fork-prepare handler to our
+ * parent/child handler): the pthread_atfork handlers of libraries initialised before us run
+ * inside that window (prepare newest first, parent/child oldest first) and may allocate; for
+ * that thread the locks are taken already, and no other thread gets past them meanwhile */
+static __thread int hz_fork_holder __attribute__((tls_model("initial-exec")));
 static inline void hz_lock_acquire(hz_lock *l)
 {
+  if (HZ_UNLIKELY(hz_fork_holder)) return;
   for (;;) {
     if (!atomic_exchange_explicit(&l->v, 1, memory_order_acquire)) return;
     for (int spin = 0; atomic_load_explicit(&l->v, memory_order_relaxed); spin++)
       if (spin > 64) sched_yield();
   }
 }
-static inline void hz_lock_release(hz_lock *l) { atomic_store_explicit(&l->v, 0, memory_order_release); }
+static inline void hz_lock_release(hz_lock *l)
+{
+  if (HZ_UNLIKELY(hz_fork_holder)) return;
+  atomic_store_explicit(&l->v, 0, memory_order_release);
+}
 static inline void hz_lock_reset(hz_lock *l) { atomic_store_explicit(&l->v, 0, memory_order_relaxed); }
 
 /* ---- slab metadata: one per slab unit of a segment; the first unit of a slab carries its lists */

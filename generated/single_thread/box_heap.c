@@ -35,10 +35,12 @@ static void hz_fork_prepare(void)
   hz_lock_acquire(&hz_seg_lock);
   hz_lock_acquire(&hz_pool_lock);
   hz_lock_acquire(&hz_large_lock);
+  hz_fork_holder = 1;
 }
 
 static void hz_fork_parent(void)
 {
+  hz_fork_holder = 0;
   hz_lock_release(&hz_large_lock);
   hz_lock_release(&hz_pool_lock);
   hz_lock_release(&hz_seg_lock);
@@ -47,6 +49,7 @@ static void hz_fork_parent(void)
 
 static void hz_fork_child(void)
 {
+  hz_fork_holder = 0;
   hz_lock_reset(&hz_large_lock);
   hz_lock_reset(&hz_pool_lock);
   hz_lock_reset(&hz_seg_lock);
