@@ -225,14 +225,16 @@ HZ_API void *HZ_FN(calloc)(size_t count, size_t size)
   if (__builtin_mul_overflow(count, size, &n)) { errno = ENOMEM; return NULL; }
   void *p = hz_malloc(n);
   if (!p) return NULL;
-  if (n <= HZ_SMALL_MAX) memset(p, 0, n);
+  /* the whole usable size reads as zero, as glibc and mimalloc give it (a program may use the
+   * slack malloc_usable_size reports) */
+  if (n <= HZ_SMALL_MAX) memset(p, 0, hz_class_size[hz_size_class(n)]);
   else {
     unsigned kind = hz_kind_of(p);
     hz_large *L = hz_large_of(p, kind);
     if (!L) memset(p, 0, n);
     else if (L->dirty) {          /* fresh pages are zero: clear only what a reuse left behind */
       size_t old = L->touched - (size_t)(L->user - L->map);
-      memset(p, 0, old < n ? old : n);
+      memset(p, 0, old < L->usable ? old : L->usable);
     }
   }
   return p;
