@@ -3,8 +3,9 @@
 Compiles the C workloads in ``bench/`` (into ``build/bench/``), builds the
 given specs into LD_PRELOAD libraries, and runs every workload variant under
 every allocator (the specs plus peer allocators: glibc, mimalloc, jemalloc,
-tcmalloc), alternating allocators run by run in rounds that rotate which one
-starts (A B C, B C A, C A B, ...).  Reports the
+tcmalloc), alternating allocators run by run in rounds whose order is balanced
+(every allocator in every position, and right after every other one, equally often).
+Reports the
 median ops/s, the median of the paired ratios to a baseline allocator, peak
 RSS, and instructions per malloc+free pair for the ``tiny`` workloads,
 counted by ``perf stat`` where the hardware counters are available and
@@ -463,11 +464,26 @@ def run_sample(exe: Path, variant: Variant, alloc: Allocator, scale: float, time
 
 
 def round_order(allocators: list[Allocator], i: int) -> list[Allocator]:
-    """Round i runs every allocator once, starting at allocator i mod n: each one runs in every
-    position (first, right after each other) equally often, so a position's bias (the run after
-    a big process exited, a clock that ramps up) does not land on one allocator."""
-    k = i % len(allocators)
-    return allocators[k:] + allocators[:k]
+    """Round i's order: a Williams design (a balanced Latin square; for an odd number of
+    allocators the square and its mirror). Over every n rounds (2n when n is odd) each
+    allocator runs in every position equally often and right after each other one equally
+    often, so neither a position's bias (the first run of a round) nor a neighbour's (the run
+    after a big process exited) lands on one allocator."""
+    n = len(allocators)
+    first = [0]                      # 0, 1, n-1, 2, n-2, ...
+    lo, hi = 1, n - 1
+    while len(first) < n:
+        if len(first) % 2:
+            first.append(lo)
+            lo += 1
+        else:
+            first.append(hi)
+            hi -= 1
+    r = i % (n if n % 2 == 0 else 2 * n)
+    row = [(x + r) % n for x in first]
+    if r >= n:                       # odd n: the second square is the first one mirrored
+        row.reverse()
+    return [allocators[k] for k in row]
 
 
 def _tail(text: str, n: int = 300) -> str:
@@ -1013,7 +1029,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              + ", ".join(v.name for v in SUITE))
     parser.add_argument("--pairs", type=int, default=6, metavar="N",
                         help="runs per allocator and workload, in rounds that alternate the "
-                             "allocators and rotate which one starts "
+                             "allocators in a balanced order "
                              "(default: 6, the fewest with a 95%% confidence interval; "
                              + ", ".join(v.name for v in VARIANTS if v.pair_factor > 1)
                              + " run 2N)")

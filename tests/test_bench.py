@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 import os
 import shutil
 import stat
@@ -409,34 +410,48 @@ def test_summary_uses_paired_ratios():
     assert sm["fields_median"]["base"]["rss_after_free_kb"] == 100.0
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])
+def test_round_order_is_balanced(n):
+    """Over a period of rounds (n, or 2n for an odd n) every allocator runs in every position
+    equally often and right after every other one equally often (a plain rotation gives each
+    one the same predecessor in all but one round)."""
+    names = [f"a{k}" for k in range(n)]
+    period = n if n % 2 == 0 else 2 * n
+    rows = [bench.round_order(names, i) for i in range(period)]
+    assert all(sorted(r) == names for r in rows)
+    positions = Counter((a, k) for r in rows for k, a in enumerate(r))
+    assert set(positions.values()) == {period // n} and len(positions) == n * n
+    after = Counter((r[k], r[k + 1]) for r in rows for k in range(n - 1))
+    assert len(after) == n * (n - 1) and len(set(after.values())) <= 1
+    assert bench.round_order(names, period) == rows[0]
+
+
 @needs_cc
-def test_rounds_rotate_which_allocator_runs_first(spec_file, private_build_dir, monkeypatch,
-                                                  capsys):
-    """Every round runs each allocator once, and the allocator that starts moves on by one, so
-    each allocator runs first (and right after each other one) equally often; the paired
-    ratios still pair the runs of one round."""
+def test_the_suite_runs_in_the_balanced_order(tmp_path, spec_file, private_build_dir, monkeypatch,
+                                              capsys):
+    """The runs of a workload follow round_order round by round, and the paired ratios pair
+    the runs of one round."""
     order: list[tuple[str, str]] = []
 
     def fake_sample(exe, variant, alloc, scale, timeout, use_time):
         order.append((variant.name, alloc.name))
-        x = {"fakespec": 100.0, "glibc": 50.0, "mimalloc": 200.0}[alloc.name]
-        return {"ok": True, "ops_per_sec": x * (1 + len(order) / 100), "rss_kb": 1,
-                "fields": {}}
+        return {"ok": True, "ops_per_sec": float(len(order)), "rss_kb": 1, "fields": {}}
 
     monkeypatch.setattr(bench, "run_sample", fake_sample)
     monkeypatch.setattr(bench, "find_peer",
                         lambda name: Path("/fake/libmimalloc.so") if name == "mimalloc" else None)
     args = parse([str(spec_file), "--peers", "glibc,mimalloc", "--pairs", "4",
-                  "--workloads", "mixed,larson2"])
+                  "--workloads", "mixed,larson2", "--json", str(tmp_path / "o.json")])
     assert bench.run(args, build_spec=fake_builder()) == 0
     names = ["fakespec", "glibc", "mimalloc"]
     for workload, rounds in (("mixed", 4), ("larson2", 8)):   # larson2 runs twice the pairs
         runs = [a for w, a in order if w == workload]
-        assert len(runs) == 3 * rounds
-        for i in range(rounds):
-            assert runs[3 * i:3 * i + 3] == names[i % 3:] + names[:i % 3]
-    data = capsys.readouterr().out
-    assert "mixed" in data and "larson2" in data
+        assert runs == [a for i in range(rounds) for a in bench.round_order(names, i)]
+    data = json.loads((tmp_path / "o.json").read_text())
+    mixed = [i for i, (w, _) in enumerate(order) if w == "mixed"]
+    glibc_first = mixed[bench.round_order(names, 0).index("glibc")]
+    assert data["workloads"]["mixed"]["samples"]["glibc"][0]["ops_per_sec"] == glibc_first + 1
+    assert "mixed" in capsys.readouterr().out
 
 
 def test_median_ci_is_the_order_statistic_interval():
