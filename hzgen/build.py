@@ -61,6 +61,9 @@ def build(name: str, gen_dir: Path, build_dir: Path, spec_label: str) -> Built:
     if stamp.exists() and stamp.read_text() == fp and all(p.exists() for p in out.values()):
         return Built(name, gen_dir, out[f"libhz_{name}.so"], out[f"libhz_{name}_prefixed.so"])
     build_dir.mkdir(parents=True, exist_ok=True)
+    # no stamp while the libraries change: an interrupted build must not leave one library of
+    # the new sources beside a stamp that says both are of the old ones
+    stamp.unlink(missing_ok=True)
     for lib, extra in variants.items():
         fd, tmp = tempfile.mkstemp(prefix=f".{lib}.", dir=build_dir)
         os.close(fd)

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import importlib.util
 import select
+import signal
 import sys
 
 import jinja2
@@ -110,9 +111,28 @@ def _stdout_gone() -> bool:
         return False
 
 
+class Terminated(BaseException):
+    """SIGTERM (`timeout hzgen ...`): unwinds like Ctrl-C, so no half-made output is left."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_DFL:   # an inherited ignore stays
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _run(args)
+    finally:
+        if previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except SpecError as e:
@@ -127,12 +147,23 @@ def main(argv: list[str] | None = None) -> int:
             return 1          # it was stderr: nothing can be said, but it is no success
         silence_stdout()
         return 0
-    except (OSError, jinja2.TemplateError) as e:    # a broken install or an unwritable root
+    except jinja2.TemplateError as e:    # a broken install
         _err(f"hzgen: {e}")
         return 1
+    except OSError as e:    # a file that cannot be read or written: bad input (`diff`: not 1)
+        _err(f"hzgen: {e}")
+        return 2
+    except RuntimeError as e:
+        if not str(e).startswith("Symlink loop"):   # Path.resolve() of a loop (Python 3.11)
+            raise
+        _err(f"hzgen: {e}")
+        return 2
     except KeyboardInterrupt:
         _err("hzgen: interrupted")
         return 130
+    except Terminated:
+        _err("hzgen: terminated")
+        return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":

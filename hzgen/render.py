@@ -83,8 +83,10 @@ def write_tree(files: dict[str, str], dest: Path) -> None:
             old = dest.parent / f".{dest.name}.old.{os.getpid()}"
             os.rename(dest, old)
         os.rename(tmp, dest)
-        if old:
+        if old and old.is_dir() and not old.is_symlink():
             shutil.rmtree(old, ignore_errors=True)
+        elif old:
+            old.unlink()                 # a stray file where the directory belongs
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

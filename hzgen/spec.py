@@ -82,7 +82,11 @@ def _load_raw(path: Path, chain: tuple) -> tuple[dict, dict, list[Path]]:
     if not isinstance(ext, str) or not ext:
         raise SpecError([f"{where[('extends',)]}: extends: expected a path to a spec"])
     base_path = path.parent / ext
-    if not base_path.is_file():
+    try:
+        found = base_path.is_file()
+    except OSError as e:             # a directory on the way that cannot be searched
+        raise SpecError([f"{where[('extends',)]}: extends: cannot read '{ext}': {e.strerror}"])
+    if not found:
         raise SpecError([f"{where[('extends',)]}: extends: no such spec file '{ext}'"])
     base, base_where, base_files = _load_raw(base_path, chain + (real,))
     base.pop("name", None)          # a name is never inherited
@@ -96,10 +100,17 @@ def _load_raw(path: Path, chain: tuple) -> tuple[dict, dict, list[Path]]:
 
 # ---------------------------------------------------------------- values
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.I)
+# ASCII digits only (`\d` takes any script's), and few enough for int() and a C constant
+_SIZE_RE = re.compile(r"\A\s*([0-9]{1,20})\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*\Z", re.I)
 _UNITS = {None: 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1 << 20, "mb": 1 << 20,
           "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
-IDENT_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+IDENT_RE = re.compile(r"\A[a-z][a-z0-9_]{0,31}\Z")   # \Z: `$` would let a final newline through
+
+
+def _brief(v: Any, limit: int = 60) -> str:
+    """repr(v) for a message, cut short: a 4000-digit number is not repeated whole"""
+    r = repr(v)
+    return r if len(r) <= limit else r[:limit - 5] + "...(" + str(len(r)) + " chars)"
 
 
 def parse_size(v: Any) -> int | None:
@@ -159,34 +170,34 @@ class _Checker:
             n = parse_size(v) if k == O.SIZE else (v if isinstance(v, int) and not isinstance(v, bool) else None)
             if n is None:
                 what = "a size (bytes, or like 64KiB)" if k == O.SIZE else "an integer"
-                self.error(keypath, f"{label}: expected {what}, got {v!r}")
+                self.error(keypath, f"{label}: expected {what}, got {_brief(v)}")
                 return None
             if (opt.lo is not None and n < opt.lo) or (opt.hi is not None and n > opt.hi):
-                self.error(keypath, f"{label}: {n} is out of range "
+                self.error(keypath, f"{label}: {_brief(n)} is out of range "
                                     f"[{fmt_size(int(opt.lo))}, {fmt_size(int(opt.hi))}]")
                 return None
             if opt.pow2 and not _is_pow2(n):
-                self.error(keypath, f"{label}: {n} must be a power of two")
+                self.error(keypath, f"{label}: {_brief(n)} must be a power of two")
                 return None
             return n
         if k == O.FLOAT:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                self.error(keypath, f"{label}: expected a number, got {v!r}")
+                self.error(keypath, f"{label}: expected a number, got {_brief(v)}")
                 return None
             if not (opt.lo <= v <= opt.hi):
-                self.error(keypath, f"{label}: {v} is out of range [{opt.lo}, {opt.hi}]")
+                self.error(keypath, f"{label}: {_brief(v)} is out of range [{opt.lo}, {opt.hi}]")
                 return None
             return float(v)
         if k == O.BOOL:
             if not isinstance(v, bool):
-                self.error(keypath, f"{label}: expected true or false, got {v!r}")
+                self.error(keypath, f"{label}: expected true or false, got {_brief(v)}")
                 return None
             return v
         if k == O.CHOICE:
             if isinstance(v, bool) and "off" in opt.choices:
                 v = "off" if v is False else v   # YAML 1.1 reads `off` as false
             if v not in opt.choices:
-                self.error(keypath, f"{label}: expected one of {', '.join(opt.choices)}, got {v!r}")
+                self.error(keypath, f"{label}: expected one of {', '.join(opt.choices)}, got {_brief(v)}")
                 return None
             return v
         if k == O.IDENT:
@@ -197,7 +208,7 @@ class _Checker:
             return v
         if k == O.STR:
             if not isinstance(v, str):
-                self.error(keypath, f"{label}: expected a string, got {v!r}")
+                self.error(keypath, f"{label}: expected a string, got {_brief(v)}")
                 return None
             return v
         raise AssertionError(k)
@@ -209,7 +220,7 @@ class _Checker:
         kids = O.children(table, section)
         label = label or section or "spec"
         if not isinstance(given, dict):
-            self.error(keypath, f"{label}: expected a mapping, got {given!r}")
+            self.error(keypath, f"{label}: expected a mapping, got {_brief(given)}")
             given = {}
         out = {}
         for key, v in given.items():
@@ -273,7 +284,7 @@ def _validate(raw: dict, where: dict, shown: str) -> tuple[dict, Path | None]:
                     "gives more than 1024 slabs per segment")
         units = ss.get("max_units") or 1
         if small_max and small_max > slab * units:
-            c.error(("size_classes", "small_max"), f"size_classes.small_max: {small_max} does not "
+            c.error(("size_classes", "small_max"), f"size_classes.small_max: {_brief(small_max)} does not "
                     f"fit in a slab of {units} x {fmt_size(slab)} (raise superslab.max_units)")
     if c.problems:
         raise SpecError(c.problems)
@@ -285,7 +296,7 @@ def _class_sizes(c: _Checker, sc: dict, raw_sc: Any) -> list[int]:
     if not q or not small_max:
         return []
     if small_max % q:
-        c.error(("size_classes", "small_max"), f"size_classes.small_max: {small_max} is not a "
+        c.error(("size_classes", "small_max"), f"size_classes.small_max: {_brief(small_max)} is not a "
                 f"multiple of the quantum {q}")
         return []
     scheme = sc.get("scheme")
@@ -316,6 +327,10 @@ def _class_sizes(c: _Checker, sc: dict, raw_sc: Any) -> list[int]:
         if lo % q or lin % q:
             c.error(("size_classes",), f"size_classes: min and linear_until must be multiples "
                     f"of the quantum {q}")
+            return []
+        if lo > small_max or lin < lo:
+            c.error(("size_classes", "min"), f"size_classes: min ({lo}) must be at most "
+                    f"linear_until ({lin}) and small_max ({small_max}): it is the first class")
             return []
         sizes = geometric_sizes(q, lo, lin, steps, small_max)
         if extra is not None:
@@ -364,6 +379,8 @@ def _profile_sizes(c: _Checker, sc: dict, base: list[int]) -> list[int]:
     except ProfileError as e:
         c.error(kp, f"size_classes.profile: {e}")
         return []
+    if not base:
+        return []                        # the geometric table's own error says why
     sizes, added, _ = tuned_sizes(base, hot_sizes(doc["classes"]), sc["quantum"], sc["small_max"])
     c.profile_file = path.resolve()
     sc["profile_sizes"] = added
@@ -392,7 +409,7 @@ def _explicit_sizes(c: _Checker, given: Any, key: str = "sizes") -> list[tuple[i
         else:
             n = parse_size(item)
             if n is None or n <= 0:
-                c.error(kp + (i,), f"size_classes.{key}: expected a size, got {item!r}")
+                c.error(kp + (i,), f"size_classes.{key}: expected a size, got {_brief(item)}")
                 return []
             out.append((n, i))
     return out
@@ -430,7 +447,7 @@ def _tiers(c: _Checker, raw: Any, sizes: list[int], small_max: int | None) -> li
         t = c.section(O.TIER_OPTIONS, "", entry, kp, label=label)
         rng = t.get("range")
         if not (isinstance(rng, list) and len(rng) == 2 and all(parse_size(x) for x in rng)):
-            c.error(kp + ("range",), f"{label}.range: expected [lo, hi] sizes, got {rng!r}")
+            c.error(kp + ("range",), f"{label}.range: expected [lo, hi] sizes, got {_brief(rng)}")
             continue
         lo, hi = (parse_size(x) for x in rng)
         chain = t.get("chain")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -35,6 +36,12 @@ def check_output(option: str, path) -> None:
         raise ToolError(f"{option} {path}: is a directory")
     if not path.parent.is_dir():
         raise ToolError(f"{option} {path}: no such directory {path.parent}")
+    try:   # the file is written through a temporary one beside it: that must be possible
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as e:
+        raise ToolError(f"{option} {path}: cannot write in {path.parent}: {e.strerror}")
+    os.close(fd)
+    os.unlink(probe)
 
 
 def publish_mode(path, executable: bool = False) -> None:

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from conftest import REPO
@@ -175,3 +177,84 @@ def test_compile_error_names_file_and_spec(tmp_path, monkeypatch):
         raise AssertionError("compile error not reported")
     assert "hz_static.c:1" in msg and "specs/x.yaml" in msg
     assert not (tmp_path / "out" / "libhz_x.so").exists()
+
+
+def test_a_build_that_stops_half_way_leaves_no_stamp_to_trust(tmp_path, monkeypatch):
+    """The two libraries are compiled one after the other; when the second one fails (or the
+    build is interrupted) after the first was replaced, no fingerprint is left that says both
+    are of the old sources: the next build of the old sources rebuilds (before, it printed
+    `built` and kept the first library of the other sources)."""
+    from hzgen import build as B
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    out = tmp_path / "out"
+    (gen / "hz_static.c").write_text("int version(void) { return 1; }\n")
+    B.build("x", gen, out, "x.yaml")
+    v1 = (out / "libhz_x.so").read_bytes()
+    # sources v2: the override library builds, the prefixed one (no -DHZ_OVERRIDE) does not
+    (gen / "hz_static.c").write_text("#ifndef HZ_OVERRIDE\n#error stop\n#endif\n"
+                                     "int version(void) { return 2; }\n")
+    try:
+        B.build("x", gen, out, "x.yaml")
+    except B.BuildError:
+        pass
+    else:
+        raise AssertionError("the prefixed build should have failed")
+    assert (out / "libhz_x.so").read_bytes() != v1           # replaced by v2's
+    (gen / "hz_static.c").write_text("int version(void) { return 1; }\n")
+    B.build("x", gen, out, "x.yaml")
+    assert (out / "libhz_x.so").read_bytes() == v1           # rebuilt, not skipped
+
+
+def test_sigterm_during_a_build_leaves_nothing_half_made(tmp_path):
+    """`timeout hzgen build ...` (SIGTERM) unwinds like Ctrl-C: no temporary library or
+    generated directory is left, and the status says it was terminated (before: the process
+    died at once and left empty temporary files behind)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    p = subprocess.Popen([sys.executable, "-m", "hzgen.cli", "build", "specs/default.yaml",
+                          "--root", str(tmp_path)], cwd=REPO, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    build_dir = tmp_path / "build" / "default"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(build_dir.glob(".libhz_*")):
+        time.sleep(0.02)                 # the first library is being compiled
+    assert list(build_dir.glob(".libhz_*")), "never saw the compile start"
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert "hzgen: terminated" in err
+    left = [x.name for d in (tmp_path / "build", tmp_path / "generated") for x in d.rglob(".*")]
+    assert left == [], left
+
+
+def test_symlink_loops_are_bad_input(tmp_path):
+    """A spec path, or a --root, that is a symlink loop: a message and exit 2 (a RuntimeError
+    traceback from Path.resolve() before; `diff` exited 1, which says the specs differ)."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    for args in (["validate", str(tmp_path / "a")], ["classes", str(tmp_path / "a")],
+                 ["diff", str(tmp_path / "a"), "specs/default.yaml"],
+                 ["build", "specs/default.yaml", "--root", str(tmp_path / "a")]):
+        r = hzgen(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "Traceback" not in r.stderr and r.stderr.strip(), (args, r.stderr)
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_command_runs(tmp_path):
+    """`hzgen profile -o` in a directory where no file can be made (/proc) is refused up
+    front (before, the command ran and its profile was lost at the end)."""
+    marker = tmp_path / "ran"
+    r = hzgen("profile", "-o", "/proc/hzgen-test.yaml", "--", "touch", str(marker))
+    assert r.returncode == 2 and "cannot write in /proc" in r.stderr, r.stderr
+    assert not marker.exists()
+
+
+def test_a_stray_file_where_generated_output_goes_is_replaced(tmp_path):
+    """generated/<name> that is a plain file is replaced by the rendered directory, and no
+    renamed copy of it is left behind."""
+    (tmp_path / "generated").mkdir()
+    (tmp_path / "generated" / "default").write_text("stray\n")
+    r = hzgen("build", "specs/default.yaml", "--root", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "generated" / "default" / "hz_static.c").is_file()
+    assert [p.name for p in (tmp_path / "generated").iterdir()] == ["default"]

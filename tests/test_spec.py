@@ -84,6 +84,14 @@ BAD = {
     "small_max beyond a slab": (GOOD + "superslab: {slab: 4KiB, max_units: 2}\n", 2, 46, "does not fit"),
     "yaml syntax": ("name: t\ntiers: [\n", 3, 1, "YAML syntax error"),
     "not a mapping": ("- 1\n- 2\n", 1, 1, "a spec is a mapping"),
+    "name ending in a newline": (GOOD.replace("name: t", 'name: "t\\n"'), 1, 7, "not a valid name"),
+    "size of 5000 digits": (GOOD + 'superslab: {segment: "' + "9" * 5000 + '"}\n', 9, 22,
+                            "expected a size"),
+    "size in full-width digits": (GOOD + 'superslab: {segment: "４MiB"}\n', 9, 22, "expected a size"),
+    "min above small_max": (GOOD.replace("small_max: 32KiB", "min: 4096, small_max: 2048"),
+                            2, 40, "min (4096) must be at most"),
+    "min above linear_until": (GOOD.replace("small_max: 32KiB", "min: 1024, linear_until: 256, "
+                                            "small_max: 32KiB"), 2, 40, "it is the first class"),
 }
 
 
@@ -210,6 +218,23 @@ def test_spec_values_python_cannot_build_are_errors(tmp_path):
     for value, words in (("2024-13-45", "month must be in 1..12"), ("1" + "0" * 5000, "Exceeds the limit")):
         problems = errors_of(write(tmp_path, GOOD + f"description: {value}\n"))
         assert any(words in p and ":9:14:" in p for p in problems), problems
+
+
+def test_a_huge_number_is_not_repeated_whole(tmp_path):
+    """A 4000-digit value (under Python's limit) is named, not echoed in a 4 KB line."""
+    problems = errors_of(write(tmp_path, GOOD + "superslab: {segment: " + "9" * 4000 + "}\n"))
+    assert any("out of range" in p and "(4000 chars)" in p and len(p) < 300 for p in problems), problems
+
+
+def test_profile_scheme_over_an_empty_table_is_the_tables_error(tmp_path, monkeypatch):
+    """`scheme: profile` with min above small_max: the geometric table's error, not a
+    traceback from fitting the profile to no classes."""
+    monkeypatch.chdir(tmp_path)
+    write_profile(tmp_path / "app.yaml", {48: 10})
+    bad = GOOD.replace("scheme: geometric, small_max: 32KiB",
+                       "scheme: profile, profile: app.yaml, min: 4096, small_max: 2048")
+    problems = errors_of(write(tmp_path, bad))
+    assert any("must be at most" in p for p in problems), problems
 
 
 def test_profile_key_that_is_not_a_path_is_one_error(tmp_path):
