@@ -103,6 +103,8 @@ def run(args) -> int:
     if out.resolve() in {f.resolve() for f in base_spec.files}:
         raise ToolError(f"-o {out}: would overwrite the base spec or a spec it extends")
     check_output("-o", out)
+    if args.root and Path(args.root).exists() and not Path(args.root).is_dir():
+        raise ToolError(f"--root {args.root}: not a directory")   # before the spec is written
     name = ident_from(out.stem)
 
     classes = prof["classes"]

@@ -290,6 +290,8 @@ def test_sigterm_leaves_nothing_behind(tmp_path):
      "would overwrite the base spec or a spec it extends"),
     (["preload", "--profile", "good.yaml", "--base", "base.yaml", "-o", "sub"], "is a directory"),
     (["profile", "-o", "sub", "--", "true"], "is a directory"),
+    (["preload", "--profile", "good.yaml", "--base", "base.yaml", "--root", "good.yaml"],
+     "not a directory"),
 ])
 def test_bad_input_exits_2(tmp_path, args, msg):
     (tmp_path / "parent.yaml").write_text((REPO / "specs" / "single-thread.yaml").read_text()
