@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .tool import ToolError, brief, check_output_file, publish_mode, read_regular
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO_ROOT / "bench"
 BUILD_DIR = REPO_ROOT / "build" / "bench"
@@ -980,9 +982,11 @@ def write_plot(result: dict[str, Any], path: Path) -> None:
         for w in workloads:
             wd = result["workloads"][w]
             y = wd["median_ratio"].get(a) or 0.0
+            y = y if math.isfinite(y) else 0.0
             ys.append(y)
             # error bar: the confidence interval of the median ratio (none for the baseline)
             ci = wd.get("ratio_ci", {}).get(a) or (y, y)
+            ci = ci if all(math.isfinite(c) for c in ci) else (y, y)
             lo.append(max(0.0, y - ci[0]))
             hi.append(max(0.0, ci[1] - y))
         xs = [j + (i - (n - 1) / 2) * width for j in range(len(workloads))]
@@ -992,7 +996,7 @@ def write_plot(result: dict[str, Any], path: Path) -> None:
     # Ratios on a log2 axis (2x faster and 2x slower look alike); the limits
     # follow the medians so that one wild whisker does not squash the bars.
     meds = [r for w in result["workloads"].values() for r in w["median_ratio"].values()
-            if r is not None and r > 0]
+            if r is not None and r > 0 and math.isfinite(r)]
     lo_lim = min(meds + [1.0]) / 1.6
     hi_lim = max(meds + [1.0]) * 1.6
     ax.set_yscale("log", base=2)
@@ -1007,8 +1011,20 @@ def write_plot(result: dict[str, Any], path: Path) -> None:
                  "interval of the median)")
     ax.legend(fontsize="small", ncol=min(n, 5))
     fig.tight_layout()
-    fig.savefig(str(path), format="png", dpi=100)
-    plt.close(fig)
+
+    tmp = None
+    try:   # through a temporary file in the same directory, renamed over path when complete
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+        os.close(fd)
+        fig.savefig(tmp, format="png", dpi=100)
+        publish_mode(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise BenchError(f"cannot write {path}: {e.strerror or 'error'}", EXIT_FAIL)
+    finally:
+        plt.close(fig)
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 # --------------------------------------------------------------------------
@@ -1062,11 +1078,19 @@ def run(args: argparse.Namespace, *, build_spec: Optional[Callable[[Any], Any]] 
 
 
 def _output_paths(args: argparse.Namespace) -> tuple[Optional[Path], Optional[Path]]:
-    json_path = Path(args.json) if getattr(args, "json", None) else None
-    plot_path = Path(args.plot) if getattr(args, "plot", None) else None
-    for p in (json_path, plot_path):
-        if p is not None and not p.resolve().parent.is_dir():
-            raise BenchError(f"cannot write {p}: directory {p.resolve().parent} does not exist")
+    """The files --json and --plot will write, checked before any work (a directory, a
+    device, a missing or unwritable directory: exit 2)."""
+
+    out: list[Optional[Path]] = []
+    for option in ("json", "plot"):
+        name = getattr(args, option, None)
+        try:
+            out.append(None if name is None else check_output_file(f"--{option}", name))
+        except ToolError as e:
+            raise BenchError(str(e))
+    json_path, plot_path = out
+    if json_path is not None and json_path == plot_path:
+        raise BenchError(f"--json and --plot name the same file ({args.json})")
     if plot_path is not None:
         import importlib.util
 
@@ -1075,35 +1099,127 @@ def _output_paths(args: argparse.Namespace) -> tuple[Optional[Path], Optional[Pa
     return json_path, plot_path
 
 
+MAX_RESULT = 64 << 20   # a result file of the whole suite at 15 pairs is under 1 MiB
+
+
+class _Malformed(Exception):
+    """What is wrong with a result file (said as `FILE: not a result file ... (WHAT)`)."""
+
+
 def _read_result(path: Path) -> dict[str, Any]:
+
     try:
-        data = json.loads(path.read_text())
+        raw = read_regular(path, MAX_RESULT)
+    except ToolError as e:
+        raise BenchError(str(e))
+    try:
+        data = json.loads(raw)
     except RecursionError:
         raise BenchError(f"{path} is not JSON: nested too deeply")
-    except OSError as e:
-        raise BenchError(f"cannot read {path}: {e.strerror or e}")
-    except ValueError as e:
-        raise BenchError(f"{path} is not JSON: {e}")
+    except json.JSONDecodeError as e:
+        raise BenchError(f"{path} is not JSON: {e.msg} (line {e.lineno}, column {e.colno})")
+    except UnicodeDecodeError:
+        raise BenchError(f"{path} is not JSON: not UTF-8 text")
+    except ValueError:      # int(): a number of more than 4300 digits
+        raise BenchError(f"{path} is not JSON: a number too long to read")
     try:
-        if data.get("version") != 1:
-            raise BenchError(f"{path}: not a result file of hzgen bench --json (version 1)")
-        for w in data["workloads"].values():
-            for samples in w["samples"].values():
-                for x in samples:
-                    if x["ok"] and not _finite(x["ops_per_sec"]):
-                        raise KeyError("ops_per_sec")
-            if not all(v is None or _finite(v) for v in w.get("instructions_per_pair", {}).values()):
-                raise KeyError("instructions_per_pair")
-        if not (_finite(data["meta"].get("scale", 1.0)) and isinstance(data["meta"]["pairs"], int)):
-            raise KeyError("scale, pairs")
-        data["meta"]["allocator_names"]
-    except (AttributeError, KeyError, TypeError) as e:
-        raise BenchError(f"{path}: not a result file of hzgen bench --json (missing {e})")
+        _check_result(data)
+    except _Malformed as e:
+        raise BenchError(f"{path}: not a result file of hzgen bench --json ({e})")
     return data
 
 
 def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:   # an int beyond a float
+        return False
+
+
+
+def _check_result(data: Any) -> None:
+    """That data has the structure run() writes (and render_table, write_plot and
+    pool_results read): raises _Malformed saying where it does not. The statistics a file
+    carries (medians, intervals, geomeans) are not checked: --from computes them again from
+    the samples."""
+    def need(d: dict, key: str, where: str, ok: Callable[[Any], bool], expected: str) -> Any:
+        if key not in d:
+            raise _Malformed(f"{where}{key}: missing")
+        if not ok(d[key]):
+            raise _Malformed(f"{where}{key}: expected {expected}, got {brief(d[key])}")
+        return d[key]
+
+    def count(minimum: int) -> Callable[[Any], bool]:
+        return lambda v: type(v) is int and v >= minimum
+
+    def optional(d: dict, key: str, where: str, ok: Callable[[Any], bool], expected: str) -> None:
+        if key in d and d[key] is not None:
+            need(d, key, where, ok, expected)
+
+    if not isinstance(data, dict):
+        raise _Malformed(f"the top level is {brief(data)}, not an object")
+    need(data, "version", "", lambda v: type(v) is int and v == 1, "1")
+    meta = need(data, "meta", "", lambda v: isinstance(v, dict), "an object")
+    names = need(meta, "allocator_names", "meta.", lambda v: isinstance(v, list) and v != [],
+                 "a list of allocator names")
+    for i, a in enumerate(names):
+        if not (isinstance(a, str) and a):
+            raise _Malformed(f"meta.allocator_names[{i}]: expected a name, got {brief(a)}")
+    if len(set(names)) != len(names):
+        raise _Malformed(f"meta.allocator_names: {brief(next(a for a in names if names.count(a) > 1))} "
+                         "appears twice")
+    need(meta, "baseline", "meta.", lambda v: isinstance(v, str) and v in names,
+         "one of meta.allocator_names")
+    need(meta, "pairs", "meta.", count(1), "a whole number >= 1")
+    need(meta, "scale", "meta.", lambda v: _finite(v) and v > 0, "a number > 0")
+    need(meta, "rss_source", "meta.", lambda v: isinstance(v, str), "a string")
+    for key in ("instructions_method", "instructions_counter", "perf_event"):
+        optional(meta, key, "meta.", lambda v: isinstance(v, str), "a string or null")
+    if meta.get("instructions_method") == "perf":
+        need(meta, "perf_event", "meta.", lambda v: isinstance(v, str), "a string")
+    optional(meta, "instr_pairs", "meta.", count(1), "a whole number >= 1 or null")
+    if "allocators" in data:
+        need(data, "allocators", "", lambda v: isinstance(v, list), "a list")
+    workloads = need(data, "workloads", "", lambda v: isinstance(v, dict), "an object")
+    for wname, w in workloads.items():
+        where = f"workloads.{wname[:40]}"
+        if not isinstance(w, dict):
+            raise _Malformed(f"{where}: expected an object, got {brief(w)}")
+        where += "."
+        need(w, "runs", where, count(0), "a whole number >= 0")
+        need(w, "spread", where, lambda v: isinstance(v, bool), "true or false")
+        need(w, "instructions", where, lambda v: isinstance(v, bool), "true or false")
+        w.setdefault("instructions_per_pair", {})
+        ipp = need(w, "instructions_per_pair", where, lambda v: isinstance(v, dict), "an object")
+        for a, v in ipp.items():
+            if not (v is None or (_finite(v) and v >= 0)):
+                raise _Malformed(f"{where}instructions_per_pair.{a[:40]}: expected a number "
+                                 f">= 0 or null, got {brief(v)}")
+        samples = need(w, "samples", where, lambda v: isinstance(v, dict), "an object")
+        for a in samples:
+            if a not in names:
+                raise _Malformed(f"{where}samples: {brief(a)} is not one of meta.allocator_names")
+        for a in names:
+            runs = need(samples, a, f"{where}samples.", lambda v: isinstance(v, list), "a list")
+            for i, x in enumerate(runs):
+                at = f"{where}samples.{a}[{i}]"
+                if not isinstance(x, dict):
+                    raise _Malformed(f"{at}: expected an object, got {brief(x)}")
+                at += "."
+                if need(x, "ok", at, lambda v: isinstance(v, bool), "true or false"):
+                    need(x, "ops_per_sec", at, lambda v: _finite(v) and v >= 0, "a number >= 0")
+                optional(x, "rss_kb", at, count(0), "a whole number >= 0 or null")
+                fields = x.get("fields", {})
+                if not isinstance(fields, dict):
+                    raise _Malformed(f"{at}fields: expected an object, got {brief(fields)}")
+                for k, v in fields.items():
+                    if not (isinstance(v, str) or _finite(v)):
+                        raise _Malformed(f"{at}fields.{k[:40]}: expected a number or a string, "
+                                         f"got {brief(v)}")
+        if len({len(samples[a]) for a in names}) != 1:   # runs alternate allocators
+            raise _Malformed(f"{wname[:40]} has unequal numbers of runs per allocator")
 
 
 def pool_results(paths: list[Path], baseline: Optional[str]) -> dict[str, Any]:
@@ -1119,11 +1235,7 @@ def pool_results(paths: list[Path], baseline: Optional[str]) -> dict[str, Any]:
         if r["meta"].get("scale") != first["meta"].get("scale"):
             raise BenchError(f"{p} ran at scale {r['meta'].get('scale')}, {paths[0]} at "
                              f"{first['meta'].get('scale')}: cannot pool them")
-    for p, r in zip(paths, results):
-        for wname, w in r["workloads"].items():
-            counts = {len(w["samples"].get(a, [])) for a in names}
-            if len(counts) != 1:   # runs alternate allocators: every one has as many
-                raise BenchError(f"{p}: {wname} has unequal numbers of runs per allocator")
+    # (each file was checked by _read_result: every allocator with as many runs)
     baseline = baseline or first["meta"]["baseline"]
     if baseline not in names:
         raise BenchError(f"unknown baseline {baseline!r}; allocators: {', '.join(names)}")
@@ -1157,10 +1269,18 @@ def geomean_ratios(workloads: dict[str, Any], names: list[str]) -> dict[str, Opt
 
 
 def report(result: dict[str, Any], json_path: Optional[Path], plot_path: Optional[Path]) -> None:
+    """The table on stdout; the JSON and the chart written whole or not at all (through a
+    temporary file renamed over the target: a full disk or a file size limit leaves no
+    truncated file). The paths were checked by _output_paths."""
     print(render_table(result))
     sys.stdout.flush()
     if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=1, sort_keys=False) + "\n")
+        from .profile import write_atomic
+
+        try:
+            write_atomic(json_path, json.dumps(result, indent=1, sort_keys=False) + "\n")
+        except OSError as e:
+            raise BenchError(f"cannot write {json_path}: {e.strerror or 'error'}", EXIT_FAIL)
     if plot_path is not None:
         write_plot(result, plot_path)
 
@@ -1169,6 +1289,8 @@ def _run(args: argparse.Namespace, build_spec: Optional[Callable[[Any], Any]]) -
     if getattr(args, "from_json", None):
         if getattr(args, "specs", None):
             raise BenchError("--from reports saved runs: it takes no SPEC")
+        if not all(args.from_json):
+            raise BenchError("--from: empty file name")
         json_path, plot_path = _output_paths(args)
         report(pool_results([Path(p) for p in args.from_json], getattr(args, "baseline", None)),
                json_path, plot_path)

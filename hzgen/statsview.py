@@ -37,14 +37,18 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .tool import ToolError, guarded, publish_mode, table
+from .tool import ToolError, brief, check_output_file, guarded, publish_mode, read_regular, size_text, table
 
 FIELDS = ("alloc", "free", "miss", "refill_cache", "refill_slab", "drain_cache", "drain_slab",
           "remote_out", "remote_in")
 MEMORY = ("segments_mapped", "segments_released", "large_mapped", "large_released",
           "bytes_mapped_peak", "bytes_mapped_now", "bytes_purged")
+LEVELS = ("counters", "per_class")       # what the stats box reports (stats.level but off)
+MAX_DIGITS = 30                          # a uint64_t counter has at most 20
+MAX_INPUT = 16 << 20                     # a report is a few KiB; a stream of them, more
 _HEADER = re.compile(r"hz-stats allocator=(\S+) level=(\S+)\s*$")
 _JSON = re.compile(r'\{\s*"hz_stats"\s*:')
+_COUNT = re.compile(r"[0-9]{1,%d}" % MAX_DIGITS)      # ASCII digits only (not `²`, not `٣`)
 
 
 @dataclass
@@ -57,12 +61,14 @@ class Report:
 
 
 def _int(v, where: str) -> int:
-    """a counter of the report: a whole number (in JSON, or digits in the text form) that fits
-    the report's uint64_t"""
-    if isinstance(v, str) and v.strip().isdigit():
+    """a counter of the report: a whole number (in JSON, or ASCII digits in the text form) that
+    fits the report's uint64_t"""
+    if isinstance(v, str):
+        if not _COUNT.fullmatch(v):
+            raise ToolError(f"{where}: expected a count, got {brief(v)}")
         v = int(v)
     if isinstance(v, bool) or not isinstance(v, int):
-        raise ToolError(f"{where}: expected a count, got {str(v)[:40]!r}")
+        raise ToolError(f"{where}: expected a count, got {brief(v)}")
     if v < 0:
         raise ToolError(f"{where}: negative count {v}")
     if v >= 1 << 64:
@@ -70,10 +76,25 @@ def _int(v, where: str) -> int:
     return v
 
 
+class _TooManyDigits(ValueError):
+    pass
+
+
+def _json_int(s: str) -> int:
+    """parse_int of the JSON decoder: a number longer than any counter is refused before int()
+    (which refuses more than 4300 digits with a ValueError of its own)."""
+    if len(s.lstrip("-")) > MAX_DIGITS:
+        raise _TooManyDigits(s)
+    return int(s)
+
+
 def _parse_text(lines: list[str], i: int, source: str) -> tuple[Report, int]:
     """The report whose header is lines[i]; returns it and the index after its memory line."""
     m = _HEADER.search(lines[i])
     rep = Report(m.group(1), m.group(2))
+    if rep.level not in LEVELS:
+        raise ToolError(f"{source}:{i + 1}: unknown stats level {brief(rep.level)} "
+                        f"(expected {' or '.join(LEVELS)})")
     if i + 1 >= len(lines):
         raise ToolError(f"{source}:{i + 2}: truncated report (no column header)")
     cols = lines[i + 1].split()
@@ -92,11 +113,22 @@ def _parse_text(lines: list[str], i: int, source: str) -> tuple[Report, int]:
             missing = [k for k in MEMORY if k not in rep.memory]
             if missing:
                 raise ToolError(f"{where}: memory line lacks {', '.join(missing)}")
+            if rep.level == "counters" and not rep.rows:
+                raise ToolError(f"{where}: malformed report (level counters, but no `all` row)")
             return rep, j + 1
         if len(words) != len(cols):
             raise ToolError(f"{where}: malformed row (expected {len(cols)} columns: "
-                            f"{' '.join(cols)}), got {lines[j].strip()!r}")
-        cls = words[0] if words[0] == "all" else _int(words[0], f"{where}: class")
+                            f"{' '.join(cols)}), got {lines[j].strip()[:80]!r}")
+        # the writer: level counters has one row, class `all`; per_class a row per class
+        if rep.level == "counters":
+            if words[0] != "all" or rep.rows:
+                raise ToolError(f"{where}: malformed report (level counters has one row, "
+                                f"class all), got {lines[j].strip()[:80]!r}")
+            cls = "all"
+        else:
+            cls = _int(words[0], f"{where}: class")
+            if cls in rep.rows:
+                raise ToolError(f"{where}: malformed report (class {cls} appears twice)")
         row = {"size": None if words[1] == "-" else _int(words[1], f"{where}: size")}
         row.update({c: _int(v, f"{where}: {c}") for c, v in zip(cols[2:], words[2:])})
         rep.rows[cls] = row
@@ -104,18 +136,50 @@ def _parse_text(lines: list[str], i: int, source: str) -> tuple[Report, int]:
 
 
 def _parse_json(obj, where: str) -> Report:
-    if not isinstance(obj, dict) or obj.get("hz_stats") != 1:
+    """A report from its JSON object, checked against what the stats box writes
+    (templates/box_stats.c.j2): level counters has exactly one row in classes (class 0,
+    size 0), per_class one row per class that saw traffic, each class once."""
+    if not isinstance(obj, dict) or type(obj.get("hz_stats")) is not int or obj["hz_stats"] != 1:
         raise ToolError(f"{where}: not an hz_stats version 1 report")
-    try:
-        rep = Report(str(obj["allocator"]), str(obj["level"]))
-        for i, c in enumerate(obj["classes"]):
-            cls = "all" if obj["level"] == "counters" else _int(c["class"], f"{where}: class")
-            row = {"size": None if cls == "all" else _int(c["size"], f"{where}: size")}
-            row.update({f: _int(c[f], f"{where}: classes[{i}].{f}") for f in FIELDS})
-            rep.rows[cls] = row
-        rep.memory = {k: _int(obj["memory"][k], f"{where}: memory.{k}") for k in MEMORY}
-    except (KeyError, TypeError) as e:
-        raise ToolError(f"{where}: malformed report (missing {e})")
+
+    def bad(what: str):
+        return ToolError(f"{where}: malformed report ({what})")
+
+    for key in ("allocator", "level", "classes", "memory"):
+        if key not in obj:
+            raise bad(f"missing {key!r}")
+    allocator, level, classes, memory = (obj[k] for k in ("allocator", "level", "classes", "memory"))
+    if not isinstance(allocator, str) or not allocator or any(c.isspace() for c in allocator):
+        raise bad(f"allocator: expected a name, got {brief(allocator)}")
+    if not isinstance(level, str) or level not in LEVELS:
+        raise bad(f"level: expected {' or '.join(LEVELS)}, got {brief(level)}")
+    if not isinstance(classes, list):
+        raise bad(f"classes: expected a list, got {brief(classes)}")
+    if level == "counters" and len(classes) != 1:
+        raise bad(f"level counters has one row in classes, got {len(classes)}")
+    rep = Report(allocator, level)
+    for i, c in enumerate(classes):
+        if not isinstance(c, dict):
+            raise bad(f"classes[{i}]: expected an object, got {brief(c)}")
+        missing = [k for k in (("class", "size") if level == "per_class" else ()) + FIELDS
+                   if k not in c]
+        if missing:
+            raise bad(f"classes[{i}] lacks {', '.join(missing)}")
+        if level == "counters":
+            cls, size = "all", None
+        else:
+            cls = _int(c["class"], f"{where}: classes[{i}].class")
+            if cls in rep.rows:
+                raise bad(f"class {cls} appears twice in classes")
+            size = _int(c["size"], f"{where}: classes[{i}].size")
+        rep.rows[cls] = {"size": size}
+        rep.rows[cls].update({f: _int(c[f], f"{where}: classes[{i}].{f}") for f in FIELDS})
+    if not isinstance(memory, dict):
+        raise bad(f"memory: expected an object, got {brief(memory)}")
+    missing = [k for k in MEMORY if k not in memory]
+    if missing:
+        raise bad(f"memory lacks {', '.join(missing)}")
+    rep.memory = {k: _int(memory[k], f"{where}: memory.{k}") for k in MEMORY}
     return rep
 
 
@@ -130,14 +194,23 @@ def parse(text: str, source: str = "<stdin>") -> list[Report]:
             reports.append(rep)
         else:
             i += 1
-    dec = json.JSONDecoder()
+    dec = json.JSONDecoder(parse_int=_json_int)
+    line, counted, end = 1, 0, 0
     for m in _JSON.finditer(text):
-        line = text.count("\n", 0, m.start()) + 1
+        if m.start() < end:         # inside the report just read
+            continue
+        line += text.count("\n", counted, m.start())     # (counted on from the last one)
+        counted = m.start()
         try:
-            obj, _ = dec.raw_decode(text, m.start())
+            obj, end = dec.raw_decode(text, m.start())
         except json.JSONDecodeError as e:
             raise ToolError(f"{source}:{line}: malformed JSON report: {e.msg} "
                             f"(line {e.lineno}, column {e.colno})")
+        except _TooManyDigits:
+            raise ToolError(f"{source}:{line}: malformed JSON report: a number of more than "
+                            f"{MAX_DIGITS} digits")
+        except ValueError:
+            raise ToolError(f"{source}:{line}: malformed JSON report: an unreadable value")
         except RecursionError:
             raise ToolError(f"{source}:{line}: malformed JSON report: nested too deeply")
         reports.append(_parse_json(obj, f"{source}:{line}"))
@@ -255,17 +328,20 @@ def plot(rep: Report, path: Path) -> None:
                        f"{mem['large_released']})", fontsize=9)
     fig.suptitle(f"hz-stats: {rep.allocator} ({rep.level})")
     fig.tight_layout()
+    # (the directory was checked by check_output_file: it is not made here)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     except OSError as e:
         plt.close(fig)
-        raise ToolError(f"--plot {path}: {e.strerror or e}")
+        raise ToolError(f"--plot {path}: cannot create a file in {path.parent}: "
+                        f"{e.strerror or 'error'}")
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
+        fig.savefig(tmp, format="png", dpi=100)
         publish_mode(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        raise ToolError(f"--plot {path}: cannot write: {e.strerror or 'error'}")
     finally:
         plt.close(fig)
         if os.path.exists(tmp):
@@ -275,30 +351,39 @@ def plot(rep: Report, path: Path) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", nargs="?", default="-", metavar="FILE",
                    help="the report (HZ_STATS_FILE, or captured stderr); - or absent: stdin")
-    p.add_argument("--plot", metavar="PNG", type=Path, help="also draw the report as a PNG chart")
+    p.add_argument("--plot", metavar="PNG", help="also draw the report as a PNG chart")
 
 
 @guarded("stats")
 def run(args) -> int:
     if sys.stdout is None:
         raise ToolError("standard output is closed")
+    plot_path = None
+    if args.plot is not None:       # said wrong before the input is read
+        plot_path = check_output_file("--plot", args.plot)
+        import importlib.util
+        if importlib.util.find_spec("matplotlib") is None:
+            raise ToolError("--plot needs matplotlib (pip install matplotlib)")
     if args.file == "-":
         if sys.stdin is None:
             raise ToolError("no FILE, and standard input is closed")
-        text, source = sys.stdin.read(), "<stdin>"
-    else:
+        stdin = getattr(sys.stdin, "buffer", None)
         try:
-            text, source = Path(args.file).read_text(errors="replace"), args.file
-        except FileNotFoundError:
-            raise ToolError(f"{args.file}: no such file")
+            data = stdin.read(MAX_INPUT + 1) if stdin is not None else sys.stdin.read(MAX_INPUT + 1)
         except OSError as e:
-            raise ToolError(f"{args.file}: cannot read: {e.strerror}")
+            raise ToolError(f"standard input: cannot read: {e.strerror or 'error'}")
+        if len(data) > MAX_INPUT:
+            raise ToolError(f"standard input: too large (more than {size_text(MAX_INPUT)})")
+        source = "<stdin>"
+    else:
+        data, source = read_regular(args.file, MAX_INPUT), args.file
+    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
     reports = parse(text, source)
     rep = merge(reports)
     if rep.count > 1:
         print(f"hzgen stats: {rep.count} reports (one per process) summed", file=sys.stderr)
     sys.stdout.write(render_table(rep))
-    if args.plot:
-        plot(rep, args.plot)
+    if plot_path is not None:
+        plot(rep, plot_path)
         print(f"hzgen stats: wrote {args.plot}", file=sys.stderr)
     return 0

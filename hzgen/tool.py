@@ -1,9 +1,12 @@
-"""Shared plumbing of the tool commands (diff, explain, inspect, stats): the bad-input error,
-the wrapper that turns it into a message and exit 2, and plain-text tables."""
+"""Shared plumbing of the tool commands (diff, explain, inspect, stats, profile, preload, bench):
+the bad-input error and the wrapper that turns it into a message and exit 2, bounded reading of
+input files, checking output files before any work, and plain-text tables."""
 from __future__ import annotations
 
 import functools
+import json
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -12,6 +15,18 @@ from pathlib import Path
 class ToolError(Exception):
     """Bad input for a tool command (missing file, unknown revision, malformed report):
     one clear message, exit 2."""
+
+
+def brief(v) -> str:
+    """v, short, for a message: never the whole of a long string, a huge number or a nested
+    structure read from a file"""
+    if isinstance(v, bool) or v is None:
+        return json.dumps(v)
+    if isinstance(v, str):
+        return repr(v[:40]) + ("..." if len(v) > 40 else "")
+    if isinstance(v, float) or (isinstance(v, int) and abs(v) < 10 ** 30):
+        return repr(v)
+    return {int: "a huge number", list: "a list", dict: "an object"}.get(type(v), type(v).__name__)
 
 
 def guarded(command: str):
@@ -29,19 +44,90 @@ def guarded(command: str):
     return wrap
 
 
-def check_output(option: str, path) -> None:
-    """A file a command will write (`-o`): said wrong before any work is done."""
-    path = Path(path)
-    if path.is_dir():
-        raise ToolError(f"{option} {path}: is a directory")
-    if not path.parent.is_dir():
-        raise ToolError(f"{option} {path}: no such directory {path.parent}")
-    try:   # the file is written through a temporary one beside it: that must be possible
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+          (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def size_text(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 and not n % (1 << 20) else f"{n} bytes"
+
+
+def read_regular(path, limit: int) -> bytes:
+    """The bytes of the regular file at path (a symbolic link to one is followed), at most
+    limit of them: anything else (a FIFO would block, /dev/zero never ends), an unreadable file
+    or a larger one is a ToolError `PATH: ...` (`hzgen stats`, `hzgen bench --from`)."""
+    name = os.fspath(path)
+    try:
+        st = os.stat(name)            # (before open: opening a device may do something)
+    except FileNotFoundError:
+        raise ToolError(f"{name}: cannot read: no such file")
+    except (OSError, ValueError) as e:     # ValueError: a NUL in the name
+        raise ToolError(f"{name}: cannot read: {getattr(e, 'strerror', None) or 'bad file name'}")
+    if not stat.S_ISREG(st.st_mode):
+        raise ToolError(f"{name}: cannot read: {_kind(st.st_mode)}, not a regular file")
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
-        raise ToolError(f"{option} {path}: cannot write in {path.parent}: {e.strerror}")
+        raise ToolError(f"{name}: cannot read: {e.strerror or 'error'}")
+    try:
+        st = os.fstat(fd)             # what was opened (it may have been replaced since)
+        if not stat.S_ISREG(st.st_mode):
+            raise ToolError(f"{name}: cannot read: {_kind(st.st_mode)}, not a regular file")
+        chunks, size = [], 0
+        while size <= limit and st.st_size <= limit:     # (st_size: 0 for a /proc file)
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit or st.st_size > limit:
+            raise ToolError(f"{name}: too large (more than {size_text(limit)})")
+        return b"".join(chunks)
+    except OSError as e:
+        raise ToolError(f"{name}: cannot read: {e.strerror or 'error'}")
+    finally:
+        os.close(fd)
+
+
+def check_output_file(option: str, name: str) -> Path:
+    """The file an option (--plot, --json) will write, checked before any work: not empty, not
+    a directory or a device (the file is written by a rename over it), in an existing directory
+    where a file can be made. A symbolic link is followed: what it points at is written.
+    Returns that path; anything wrong is a ToolError."""
+    if not name:
+        raise ToolError(f"{option}: empty file name")
+    if "\0" in name:
+        raise ToolError(f"{option} {name!r}: bad file name")
+    path = Path(os.path.realpath(name))
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise ToolError(f"{option} {name}: is a directory")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise ToolError(f"{option} {name}: is {_kind(st.st_mode)}, not a regular file")
+    if st is not None and not os.access(path, os.W_OK):
+        raise ToolError(f"{option} {name}: is not writable")
+    if not path.parent.is_dir():
+        raise ToolError(f"{option} {name}: no such directory {path.parent}")
+    try:                              # can a file be made there (a read-only mount, /proc)?
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+    except OSError as e:
+        raise ToolError(f"{option} {name}: cannot create a file in {path.parent}: "
+                        f"{e.strerror or 'error'}")
     os.close(fd)
     os.unlink(probe)
+    return path
+
+
+def check_output(option: str, path) -> None:
+    """A file a command will write (`-o`): said wrong before any work is done."""
+    check_output_file(option, str(path))
 
 
 def publish_mode(path, executable: bool = False) -> None:

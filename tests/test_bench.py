@@ -13,12 +13,15 @@ asserted.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from collections import Counter
 import os
+import resource
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -562,6 +565,183 @@ def test_from_refuses_to_pool_different_allocators(tmp_path, capsys):
     b.write_text(json.dumps(cut))
     assert bench.run(parse(["--from", str(b)])) == 2
     assert "unequal numbers of runs" in capsys.readouterr().err
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _hzgen_bench(*args: str, limits: dict | None = None, timeout: float = 120):
+    """`hzgen bench ARGS` in a child (with resource limits: {RLIMIT_...: bytes})."""
+    def preexec() -> None:
+        for what, n in (limits or {}).items():
+            resource.setrlimit(what, (n, n))
+
+    env = dict(os.environ, PYTHONPATH=str(Path(bench.__file__).resolve().parent.parent))
+    return subprocess.run([sys.executable, "-m", "hzgen.cli", "bench", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout, preexec_fn=preexec)
+
+
+def _set(path: str, value):
+    """A change to a saved result: the value at a dotted path (None: the key removed)."""
+    def change(r: dict) -> None:
+        *head, last = path.split(".")
+        for k in head:
+            r = r[int(k)] if isinstance(r, list) else r[k]
+        key = int(last) if isinstance(r, list) else last
+        if value is None:
+            del r[key]
+        else:
+            r[key] = value
+    return change
+
+
+@pytest.mark.parametrize("change, message", [
+    (_set("workloads.tiny16.runs", None), "workloads.tiny16.runs: missing"),
+    (_set("workloads.tiny16.spread", None), "workloads.tiny16.spread: missing"),
+    (_set("workloads.tiny16.instructions", "yes"), "workloads.tiny16.instructions: expected true or false"),
+    (_set("workloads.tiny16.samples.peer.0.fields", [1]), "samples.peer[0].fields: expected an object"),
+    (_set("workloads.tiny16.samples.peer.0.fields", {"x": [1]}), "samples.peer[0].fields.x: expected a number"),
+    (_set("workloads.tiny16.samples.peer.0.ops_per_sec", -5.0), "samples.peer[0].ops_per_sec: expected a number >= 0, got -5.0"),
+    (_set("workloads.tiny16.samples.peer.0.ops_per_sec", "fast"), "expected a number >= 0, got 'fast'"),
+    (_set("workloads.tiny16.samples.peer.0.ops_per_sec", 10 ** 400), "got a huge number"),
+    (_set("workloads.tiny16.samples.peer.0.ops_per_sec", None), "samples.peer[0].ops_per_sec: missing"),
+    (_set("workloads.tiny16.samples.peer.0.ok", 1), "samples.peer[0].ok: expected true or false"),
+    (_set("workloads.tiny16.samples.peer.0", [1]), "samples.peer[0]: expected an object, got a list"),
+    (_set("workloads.tiny16.samples.peer", None), "workloads.tiny16.samples.peer: missing"),
+    (_set("workloads.tiny16.samples.ghost", []), "'ghost' is not one of meta.allocator_names"),
+    (_set("workloads.tiny16.instructions_per_pair", {"peer": "many"}), "instructions_per_pair.peer"),
+    (_set("workloads.tiny16", []), "workloads.tiny16: expected an object, got a list"),
+    (_set("workloads", []), "workloads: expected an object"),
+    (_set("meta.baseline", None), "meta.baseline: missing"),
+    (_set("meta.baseline", "nobody"), "meta.baseline: expected one of meta.allocator_names"),
+    (_set("meta.allocator_names", [["base"], "peer"]), "meta.allocator_names[0]: expected a name, got a list"),
+    (_set("meta.allocator_names", "base"), "meta.allocator_names: expected a list of allocator names, got 'base'"),
+    (_set("meta.allocator_names", ["base", "peer", "peer"]), "'peer' appears twice"),
+    (_set("meta.allocator_names", []), "meta.allocator_names: expected a list"),
+    (_set("meta.pairs", True), "meta.pairs: expected a whole number >= 1, got true"),
+    (_set("meta.scale", None), "meta.scale: missing"),
+    (_set("meta.instructions_method", "perf"), "meta.perf_event: missing"),
+    (_set("meta", []), "meta: expected an object, got a list"),
+    (_set("version", True), "version: expected 1, got true"),
+    (lambda r: r.clear(), "version: missing"),
+])
+def test_from_refuses_incomplete_results_with_the_reason(tmp_path, capsys, change, message):
+    """A saved result is checked when it is read: every key the report reads, of the type
+    run() writes; what is wrong is said, never a KeyError, TypeError or AttributeError."""
+    r = _saved_result({"peer": [0.8] * 6})
+    change(r)
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(r))
+    assert bench.run(parse(["--from", str(f)])) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"hzgen bench: {f}: not a result file of hzgen bench --json (")
+    assert message in captured.err and captured.err.endswith(")\n"), captured.err
+    assert len(captured.err.splitlines()) == 1
+
+
+def test_from_refuses_a_top_level_list_or_an_unreadable_number(tmp_path, capsys):
+    f = tmp_path / "r.json"
+    for text, message in (("[]", "(the top level is a list, not an object)"),
+                          ('{"version": ' + "9" * 5000 + "}", "is not JSON: a number too long"),
+                          (b'{"version": 1, "x": "\xff"}', "is not JSON: not UTF-8 text")):
+        f.write_bytes(text if isinstance(text, bytes) else text.encode())
+        assert bench.run(parse(["--from", str(f)])) == 2
+        err = capsys.readouterr().err
+        assert message in err and "has no attribute" not in err and "Exceeds" not in err, err
+
+
+@pytest.mark.parametrize("name", ["bench-default.json", "bench-real.json"])
+def test_from_accepts_what_bench_json_writes(name, tmp_path, capsys):
+    """The shipped results (written by `hzgen bench --json`) load, and so does what --from
+    writes again; the pooled file holds the same runs."""
+    saved = DOCS / name
+    original = json.loads(saved.read_text())
+    assert bench.run(parse(["--from", str(saved)])) == 0
+    first = capsys.readouterr().out
+    again = tmp_path / "again.json"
+    assert bench.run(parse(["--from", str(saved), "--json", str(again)])) == 0
+    assert capsys.readouterr().out == first
+    data = json.loads(again.read_text())
+    assert data["meta"]["allocator_names"] == original["meta"]["allocator_names"]
+    for wname, w in original["workloads"].items():
+        assert data["workloads"][wname]["samples"] == w["samples"]
+    assert bench.run(parse(["--from", str(again)])) == 0
+    assert capsys.readouterr().out == first
+    assert sorted(os.listdir(tmp_path)) == ["again.json"]       # no temporary file left
+
+
+def test_from_reads_only_regular_files_of_bounded_size(tmp_path, capsys, monkeypatch):
+    # /dev/zero never ends (it was read until MemoryError), a FIFO blocked for a writer
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path, kind in (("/dev/zero", "a device"), (str(fifo), "a FIFO"), (str(tmp_path), "a directory")):
+        r = _hzgen_bench("--from", path, limits={resource.RLIMIT_AS: 1 << 30},
+                         timeout=30)
+        assert r.returncode == 2, r.stderr[-500:]
+        assert r.stderr == f"hzgen bench: {path}: cannot read: {kind}, not a regular file\n"
+    # larger than the bound: an error, not a truncated read
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(_saved_result({"peer": [0.8] * 6})))
+    monkeypatch.setattr(bench, "MAX_RESULT", f.stat().st_size - 1)
+    assert bench.run(parse(["--from", str(f)])) == 2
+    assert capsys.readouterr().err == (f"hzgen bench: {f}: too large "
+                                       f"(more than {f.stat().st_size - 1} bytes)\n")
+    monkeypatch.setattr(bench, "MAX_RESULT", f.stat().st_size)
+    assert bench.run(parse(["--from", str(f)])) == 0
+
+
+def test_from_json_is_written_whole_or_not_at_all(tmp_path):
+    """Under a file size limit (ulimit -f) the JSON and the chart are not left truncated."""
+    out = tmp_path / "out.json"
+    r = _hzgen_bench("--from", str(DOCS / "bench-default.json"), "--json", str(out),
+                     limits={resource.RLIMIT_FSIZE: 100 << 10})
+    assert r.returncode == 1 and r.stderr == f"hzgen bench: cannot write {out}: File too large\n"
+    assert os.listdir(tmp_path) == []
+    if importlib.util.find_spec("matplotlib"):
+        png = tmp_path / "out.png"
+        r = _hzgen_bench("--from", str(DOCS / "bench-default.json"), "--plot", str(png),
+                         limits={resource.RLIMIT_FSIZE: 1 << 10})
+        assert r.returncode == 1 and r.stderr == f"hzgen bench: cannot write {png}: File too large\n"
+        assert os.listdir(tmp_path) == []
+
+
+def test_from_output_targets_are_checked_before_reading(tmp_path, capsys):
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(_saved_result({"peer": [0.8] * 6})))
+    (tmp_path / "adir").mkdir()
+    cases = [("--json", str(tmp_path / "adir"), "is a directory"),
+             ("--plot", str(tmp_path / "adir"), "is a directory"),
+             ("--json", "/proc/x.json", "cannot create a file in /proc"),
+             ("--plot", "/proc/x.png", "cannot create a file in /proc"),
+             ("--json", str(tmp_path / "none" / "x.json"), "no such directory"),
+             ("--json", "/dev/null", "is a device, not a regular file"),
+             ("--json", "", "empty file name"),
+             ("--plot", "", "empty file name")]
+    for option, target, message in cases:
+        for source in (f, tmp_path / "missing.json"):    # said before the input is read
+            assert bench.run(parse(["--from", str(source), f"{option}={target}"])) == 2
+            captured = capsys.readouterr()
+            assert captured.out == "" and captured.err.startswith(f"hzgen bench: {option}"), \
+                captured.err
+            assert message in captured.err and "Errno" not in captured.err
+    assert sorted(os.listdir(tmp_path)) == ["adir", "r.json"] and not os.listdir(tmp_path / "adir")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory")
+def test_from_output_into_an_unwritable_directory(tmp_path, capsys):
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(_saved_result({"peer": [0.8] * 6})))
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert bench.run(parse(["--from", str(f), "--json", str(ro / "x.json")])) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"hzgen bench: --json {ro / 'x.json'}: cannot create a file in")
+        assert os.listdir(ro) == []
+    finally:
+        ro.chmod(0o755)
 
 
 # --------------------------------------------------------------------------

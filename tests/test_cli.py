@@ -245,7 +245,7 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_command_runs(tmp
     front (before, the command ran and its profile was lost at the end)."""
     marker = tmp_path / "ran"
     r = hzgen("profile", "-o", "/proc/hzgen-test.yaml", "--", "touch", str(marker))
-    assert r.returncode == 2 and "cannot write in /proc" in r.stderr, r.stderr
+    assert r.returncode == 2 and "cannot create a file in /proc" in r.stderr, r.stderr
     assert not marker.exists()
 
 
