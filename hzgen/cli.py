@@ -40,11 +40,18 @@ def cmd_build(args) -> int:
 
 def cmd_validate(args) -> int:
     from .pipeline import load_model
-    for spec in args.specs:
-        m = load_model(spec)
+    status = 0
+    for spec in args.specs:          # every spec is checked, also after a bad one
+        try:
+            m = load_model(spec)
+        except SpecError as e:
+            for line in e.problems:
+                _err(line)
+            status = 2
+            continue
         print(f"{spec}: ok ({m.name}: {len(m.classes)} classes, "
               f"{len(m.ranges)} tier range{'s' if len(m.ranges) > 1 else ''})")
-    return 0
+    return status
 
 
 def cmd_classes(args) -> int:

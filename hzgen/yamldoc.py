@@ -112,5 +112,6 @@ def read_document(path: Path, shown: str, what: str) -> tuple[dict, dict]:
     if problems:
         raise DocumentError(problems)
     if not isinstance(data, dict):
-        raise DocumentError([f"{shown}:1:1: a {what} is a mapping of keys, got {type(data).__name__}"])
+        got = "an empty document" if data is None else type(data).__name__
+        raise DocumentError([f"{shown}:1:1: a {what} is a mapping of keys, got {got}"])
     return data, where

@@ -164,6 +164,16 @@ def test_validate_ok():
     assert r.returncode == 0 and r.stdout.count(": ok") == len(list((REPO / "specs").glob("*.yaml")))
 
 
+def test_validate_checks_every_spec_after_a_bad_one(tmp_path):
+    """`validate A BAD C`: C is checked too (it stopped at BAD); exit 2 for the bad one; an
+    empty document is named as such (it said "got NoneType")."""
+    (tmp_path / "empty.yaml").write_text("---\n...\n")
+    r = hzgen("validate", "specs/default.yaml", str(tmp_path / "empty.yaml"), "specs/checked.yaml")
+    assert r.returncode == 2
+    assert "specs/default.yaml: ok" in r.stdout and "specs/checked.yaml: ok" in r.stdout
+    assert "empty.yaml:1:1: a spec is a mapping of keys, got an empty document" in r.stderr
+
+
 def test_compile_error_names_file_and_spec(tmp_path, monkeypatch):
     from hzgen import build as B
     gen = tmp_path / "gen"
