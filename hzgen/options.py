@@ -36,7 +36,7 @@ OPTIONS: list[Option] = [
            "names `generated/<name>/`, `build/<name>/` and the prefix `hz_<name>_`."),
     Option("extends", STR, None, "Path (relative to this file) of a spec to start from; this "
            "file's keys are deep-merged over it (lists are replaced, not merged).", nullable=True),
-    Option("description", STR, "", "One line saying what the allocator is for."),
+    Option("description", STR, "", "One line saying what the allocator is for (printable, at most 200 characters)."),
     Option("threads", BOOL, True, "The allocator is used by multi-threaded programs. "
            "`false` requires `remote_free.strategy: none` and builds a non-thread-safe allocator."),
 

@@ -133,7 +133,9 @@ def run(args) -> int:
     spec = {
         "name": name,
         "extends": str(base),
-        "description": f"{base.stem} tuned to the profile {prof_path.name}",
+        # (a description is one printable line: a profile's file name need not be)
+        "description": "".join(ch if ch.isprintable() else "?"
+                               for ch in f"{base.stem} tuned to the profile {prof_path.name}")[:200],
     }
     classes = size_classes_of(base_spec.data["size_classes"], sizes, m.small_max)
     if classes:                         # nothing hot beyond the base: its classes as they are

@@ -210,6 +210,11 @@ class _Checker:
             if not isinstance(v, str):
                 self.error(keypath, f"{label}: expected a string, got {_brief(v)}")
                 return None
+            if keypath == ("description",) and (len(v) > 200 or not v.isprintable()):
+                # explain and diff print it: no escape sequences for the terminal, no new lines
+                self.error(keypath, f"{label}: one line of printable text, at most 200 "
+                                    f"characters, got {_brief(v)}")
+                return None
             return v
         raise AssertionError(k)
 

@@ -84,6 +84,8 @@ BAD = {
     "small_max beyond a slab": (GOOD + "superslab: {slab: 4KiB, max_units: 2}\n", 2, 46, "does not fit"),
     "yaml syntax": ("name: t\ntiers: [\n", 3, 1, "YAML syntax error"),
     "not a mapping": ("- 1\n- 2\n", 1, 1, "a spec is a mapping"),
+    "description with an escape sequence": (GOOD + 'description: "red \\e[31m text"\n', 9, 14,
+                                            "one line of printable text"),
     "name ending in a newline": (GOOD.replace("name: t", 'name: "t\\n"'), 1, 7, "not a valid name"),
     "size of 5000 digits": (GOOD + 'superslab: {segment: "' + "9" * 5000 + '"}\n', 9, 22,
                             "expected a size"),
