@@ -9,12 +9,10 @@ import select
 import signal
 import sys
 
-import jinja2
-
 from . import __version__
-from .build import BuildError
-from .spec import SpecError
-from .tool import silence_stdout
+
+# The pipeline's modules (jinja2, yaml, ...) are imported inside main(), where a Ctrl-C during
+# the imports is a message, not a traceback.
 
 
 def _err(msg: str) -> None:
@@ -23,6 +21,7 @@ def _err(msg: str) -> None:
 
 def cmd_build(args) -> int:
     from .pipeline import build_spec, load_model
+    from .spec import SpecError
     names: dict[str, str] = {}
     for spec in args.specs:          # all first: one spec must not overwrite another's build
         name = load_model(spec).name
@@ -40,6 +39,7 @@ def cmd_build(args) -> int:
 
 def cmd_validate(args) -> int:
     from .pipeline import load_model
+    from .spec import SpecError
     status = 0
     for spec in args.specs:          # every spec is checked, also after a bad one
         try:
@@ -127,7 +127,14 @@ def _raise_terminated(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser()
+    try:
+        parser = make_parser()       # (imports every command's module)
+        import jinja2                # what _run needs, loaded here, where a Ctrl-C is caught
+        from . import build, spec, tool
+        del jinja2, build, spec, tool
+    except KeyboardInterrupt:
+        _err("hzgen: interrupted")
+        return 130
     args = parser.parse_args(argv)
     previous = signal.getsignal(signal.SIGTERM)
     if previous == signal.SIG_DFL:   # an inherited ignore stays
@@ -140,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
+    import jinja2
+
+    from .build import BuildError
+    from .spec import SpecError
+    from .tool import silence_stdout
     try:
         return args.func(args)
     except SpecError as e:

@@ -268,3 +268,27 @@ def test_a_stray_file_where_generated_output_goes_is_replaced(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "generated" / "default" / "hz_static.c").is_file()
     assert [p.name for p in (tmp_path / "generated").iterdir()] == ["default"]
+
+
+INTERRUPT_DURING_IMPORT = """
+import builtins, os, signal, sys
+real_import = builtins.__import__
+def interrupting_import(name, *args, **kwargs):
+    if name == "jinja2" and name not in sys.modules:   # a Ctrl-C while it loads
+        builtins.__import__ = real_import
+        os.kill(os.getpid(), signal.SIGINT)
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = interrupting_import
+from hzgen.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_while_the_modules_load_is_no_traceback(tmp_path):
+    """A Ctrl-C in the first fraction of a second, while jinja2 and the other modules are
+    imported, is `hzgen: interrupted` and 130 (a KeyboardInterrupt traceback before)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-c", INTERRUPT_DURING_IMPORT, "build", "specs/default.yaml",
+                        "--root", str(tmp_path)], capture_output=True, text=True, env=env, cwd=REPO)
+    assert r.returncode == 130, r.stderr
+    assert "hzgen: interrupted" in r.stderr and "Traceback" not in r.stderr
