@@ -407,8 +407,8 @@ def _explicit_sizes(c: _Checker, given: Any, key: str = "sizes") -> list[tuple[i
                 return []
             a, b, s = (parse_size(item[k]) for k in ("from", "to", "step"))
             if None in (a, b, s) or a <= 0 or s <= 0 or a > b or (b - a) // s > 4096:
-                c.error(kp + (i,), f"size_classes.{key}: bad run {item!r} (sizes from 1 up, "
-                        "step at least 1)")
+                c.error(kp + (i,), f"size_classes.{key}: bad run {_brief(item)} (sizes from 1 "
+                        "up, step at least 1, from <= to, at most 4097 sizes)")
                 return []
             out.extend((n, i) for n in range(a, b + 1, s))
         else:
@@ -500,11 +500,16 @@ def _tiers(c: _Checker, raw: Any, sizes: list[int], small_max: int | None) -> li
                     f"(it {what}; ranges must cover {sizes[0]}..{small_max} exactly)"
                     if i else f"tiers[0].range: must start at the smallest class, {sizes[0]}")
             return out
+        if hi > small_max:
+            c.error(kp, f"tiers[{i}].range: ends at {_brief(hi)}, past small_max ({small_max}); "
+                    "larger blocks go to the large box")
+            return out
         if hi not in sizes:
             below = max([s for s in sizes if s < hi], default=None)
             above = min([s for s in sizes if s > hi], default=None)
+            near = " or ".join(str(x) for x in (below, above) if x is not None)
             c.error(kp, f"tiers[{i}].range: ends at {hi}, inside a size class; end it at a class "
-                    f"size ({below} or {above})")
+                    f"size ({near})")
             return out
         expect_lo = hi + 1
     if expect_lo != small_max + 1:

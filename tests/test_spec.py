@@ -86,6 +86,10 @@ BAD = {
     "not a mapping": ("- 1\n- 2\n", 1, 1, "a spec is a mapping"),
     "description with an escape sequence": (GOOD + 'description: "red \\e[31m text"\n', 9, 14,
                                             "one line of printable text"),
+    "range past small_max": (GOOD.replace("[1025, 32768]", "[1025, 65536]"), 7, 12, "past small_max (32768)"),
+    "run of too many sizes": (GOOD.replace("scheme: geometric, small_max: 32KiB",
+                                           "scheme: explicit, sizes: [{from: 16, to: 131072, step: 16}], "
+                                           "small_max: 32KiB"), 2, 42, "at most 4097 sizes"),
     "name ending in a newline": (GOOD.replace("name: t", 'name: "t\\n"'), 1, 7, "not a valid name"),
     "size of 5000 digits": (GOOD + 'superslab: {segment: "' + "9" * 5000 + '"}\n', 9, 22,
                             "expected a size"),
