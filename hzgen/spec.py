@@ -83,11 +83,12 @@ def _load_raw(path: Path, chain: tuple) -> tuple[dict, dict, list[Path]]:
         raise SpecError([f"{where[('extends',)]}: extends: expected a path to a spec"])
     base_path = path.parent / ext
     try:
-        found = base_path.is_file()
+        found, there = base_path.is_file(), base_path.exists()
     except OSError as e:             # a directory on the way that cannot be searched
         raise SpecError([f"{where[('extends',)]}: extends: cannot read '{ext}': {e.strerror}"])
     if not found:
-        raise SpecError([f"{where[('extends',)]}: extends: no such spec file '{ext}'"])
+        what = "not a regular file" if there else "no such spec file"
+        raise SpecError([f"{where[('extends',)]}: extends: {what} '{ext}'"])
     base, base_where, base_files = _load_raw(base_path, chain + (real,))
     base.pop("name", None)          # a name is never inherited
     base.pop("description", None)

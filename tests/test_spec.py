@@ -90,6 +90,7 @@ BAD = {
     "run of too many sizes": (GOOD.replace("scheme: geometric, small_max: 32KiB",
                                            "scheme: explicit, sizes: [{from: 16, to: 131072, step: 16}], "
                                            "small_max: 32KiB"), 2, 42, "at most 4097 sizes"),
+    "extends a directory": (GOOD + "extends: .\n", 9, 10, "extends: not a regular file '.'"),
     "name ending in a newline": (GOOD.replace("name: t", 'name: "t\\n"'), 1, 7, "not a valid name"),
     "size of 5000 digits": (GOOD + 'superslab: {segment: "' + "9" * 5000 + '"}\n', 9, 22,
                             "expected a size"),
