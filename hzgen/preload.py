@@ -35,7 +35,7 @@ import yaml
 
 from .model import resolve
 from .profile import DEFAULT_BASE, write_atomic
-from .spec import IDENT_RE, explicit_table, geometric_sizes, load_spec
+from .spec import IDENT_RE, description_line, explicit_table, geometric_sizes, load_spec
 from .tool import ToolError, check_output, guarded
 from .workload import (HOT_FRACTION, MAX_CLASSES, ProfileError, hot_sizes, load_profile,
                        tuned_sizes)
@@ -133,9 +133,7 @@ def run(args) -> int:
     spec = {
         "name": name,
         "extends": str(base),
-        # (a description is one printable line: a profile's file name need not be)
-        "description": "".join(ch if ch.isprintable() else "?"
-                               for ch in f"{base.stem} tuned to the profile {prof_path.name}")[:200],
+        "description": description_line(f"{base.stem} tuned to the profile {prof_path.name}"),
     }
     classes = size_classes_of(base_spec.data["size_classes"], sizes, m.small_max)
     if classes:                         # nothing hot beyond the base: its classes as they are

@@ -49,7 +49,7 @@ from pathlib import Path
 import yaml
 
 import hzgen
-from .spec import explicit_table, load_spec
+from .spec import description_line, explicit_table, load_spec
 from .tool import ToolError, check_output, guarded, publish_mode
 from .workload import MAX_CLASSES
 
@@ -102,7 +102,7 @@ def recording_spec(base: Path) -> dict:
     return {
         "name": RECORDER_NAME,
         "extends": str(base),
-        "description": f"hzgen profile recorder derived from {base}",
+        "description": description_line(f"hzgen profile recorder derived from {base}"),
         "size_classes": explicit_table(sizes, m.small_max),
         "tiers": [{"range": [sizes[0], m.small_max], "chain": ["sll", "superslab"],
                    "sll": dict(REC_SLL)}],

@@ -108,6 +108,16 @@ _UNITS = {None: 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1 << 20, "mb
 IDENT_RE = re.compile(r"\A[a-z][a-z0-9_]{0,31}\Z")   # \Z: `$` would let a final newline through
 
 
+DESCRIPTION_MAX = 200
+
+
+def description_line(text: str) -> str:
+    """text as a valid `description` (one printable line of at most DESCRIPTION_MAX characters),
+    for the specs hzgen writes itself around a path it was given"""
+    line = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return line if len(line) <= DESCRIPTION_MAX else line[:DESCRIPTION_MAX - 3] + "..."
+
+
 def _brief(v: Any, limit: int = 60) -> str:
     """repr(v) for a message, cut short: a 4000-digit number is not repeated whole"""
     r = repr(v)
@@ -211,7 +221,7 @@ class _Checker:
             if not isinstance(v, str):
                 self.error(keypath, f"{label}: expected a string, got {_brief(v)}")
                 return None
-            if keypath == ("description",) and (len(v) > 200 or not v.isprintable()):
+            if keypath == ("description",) and (len(v) > DESCRIPTION_MAX or not v.isprintable()):
                 # explain and diff print it: no escape sequences for the terminal, no new lines
                 self.error(keypath, f"{label}: one line of printable text, at most 200 "
                                     f"characters, got {_brief(v)}")

@@ -93,18 +93,21 @@ def read_regular(path, limit: int) -> bytes:
         os.close(fd)
 
 
-def check_output_file(option: str, name: str) -> Path:
+def check_output_file(option: str, name: str, follow: bool = True) -> Path:
     """The file an option (--plot, --json) will write, checked before any work: not empty, not
     a directory or a device (the file is written by a rename over it), in an existing directory
-    where a file can be made. A symbolic link is followed: what it points at is written.
+    where a file can be made. With `follow`, a symbolic link is followed (what it points at is
+    written); without, the link itself is what the rename replaces.
     Returns that path; anything wrong is a ToolError."""
     if not name:
         raise ToolError(f"{option}: empty file name")
     if "\0" in name:
         raise ToolError(f"{option} {name!r}: bad file name")
-    path = Path(os.path.realpath(name))
+    path = Path(os.path.realpath(name) if follow else os.path.abspath(name))
     try:
-        st = os.stat(path)
+        st = os.stat(path) if follow else os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            st = None                 # replaced by the rename, whatever it points at
     except OSError:
         st = None
     if st is not None and stat.S_ISDIR(st.st_mode):
@@ -126,8 +129,9 @@ def check_output_file(option: str, name: str) -> Path:
 
 
 def check_output(option: str, path) -> None:
-    """A file a command will write (`-o`): said wrong before any work is done."""
-    check_output_file(option, str(path))
+    """A file a command will write (`-o`, replaced by a rename: a symbolic link there is
+    replaced, not followed): said wrong before any work is done."""
+    check_output_file(option, str(path), follow=False)
 
 
 def publish_mode(path, executable: bool = False) -> None:

@@ -334,3 +334,28 @@ def test_tuning_rules():
     assert sizes == [32, 48, 64, 256] and added == [48] and skipped == [16]
     assert ident_from("hzgen-profile-tuned") == "hzgen_profile_tuned"
     assert ident_from("9-Lives!") == "lives" and ident_from("---") == "tuned"
+
+
+def test_the_recorder_of_a_deeply_placed_base_validates(tmp_path):
+    """The recorder spec names its base in its description; a base path of more than 200
+    characters (a deep checkout) must still give a valid description (before: every
+    `hzgen profile` there failed on the recorder's own spec)."""
+    deep = tmp_path / ("d" * 100) / ("e" * 100)
+    deep.mkdir(parents=True)
+    base = deep / "base.yaml"
+    base.write_text((REPO / "specs" / "default.yaml").read_text())
+    spec = recording_spec(base)
+    assert len(spec["description"]) <= 200 and spec["description"].isprintable()
+    rec = tmp_path / "rec.yaml"
+    rec.write_text(yaml.safe_dump(spec))
+    assert load_model(rec).name == spec["name"]
+
+
+def test_profile_output_through_a_symlink_replaces_the_link(tmp_path):
+    """`-o` is replaced by a rename: a symbolic link there (even one to a missing directory) is
+    replaced, as the write does, and not refused by a check that followed it."""
+    (tmp_path / "out.yaml").symlink_to(tmp_path / "nodir" / "x.yaml")
+    r = hz("profile", "-o", "out.yaml", "--", "true", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out.yaml"
+    assert out.is_file() and not out.is_symlink() and "hzgen_profile" in out.read_text()

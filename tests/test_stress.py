@@ -21,7 +21,7 @@ def plain_programs(tmp_path_factory):
     return {name: compile_c(C / f"{name}.c", out / name)
             for name in ("stress", "forktest", "churn", "orphan", "purger", "purge_unlocked",
                          "large_unmap", "large_churn", "dlclose", "large_memory", "key_dtor",
-                         "aligned_pool", "key_late", "owner_token", "token_race", "oom_release")}
+                         "aligned_pool", "key_late", "owner_token", "token_race", "oom_release", "fork_purger")}
 
 
 def prefixed_program(name, built, tmp_path) -> Path:
@@ -88,6 +88,18 @@ def test_fork_handlers_of_earlier_libraries_may_allocate(built, model, plain_pro
     env = preload_env(built)
     env["LD_PRELOAD"] = f"{built.override} {atfork_alloc}"   # listed after: initialised first
     assert "fork ok: children=50" in run([plain_programs["forktest"], 50], env=env)
+
+
+def test_an_allocating_atfork_child_handler_starts_no_second_purger(built, model, plain_programs,
+                                                                    atfork_alloc):
+    """A fork while the purger is wanted but not started, and another library's child handler
+    allocates inside the fork window: the child ends up with one purger (before: that handler
+    started one, the allocator's child handler took it for one that did not come along and the
+    next miss started a second; the two shared the purger's round and crashed the child)."""
+    env = preload_env(built, HZ_ATFORK_ALLOC="child")
+    env["LD_PRELOAD"] = f"{built.override} {atfork_alloc}"
+    want = 2 if model.backing["purge_thread"] else 1
+    assert run([plain_programs["fork_purger"]], env=env) == f"fork_purger: threads={want}\n"
 
 
 def test_thread_churn_keeps_rss_bounded(built, model, plain_programs):

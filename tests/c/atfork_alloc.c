@@ -6,6 +6,7 @@
  * 1 MiB (the aligned pool), a 3 MiB block (the large box and its cache), and frees a large block
  * the previous handler kept.  glibc's malloc takes its own locks after the handlers, so they
  * may allocate; an allocator whose fork locks they meet deadlocks (the program's alarm ends it).
+ * HZ_ATFORK_ALLOC=child (or prepare, parent, a comma list) makes only those handlers allocate.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -27,9 +28,16 @@ static void churn(size_t odd_size)
     kept = big;
 }
 
-static void prepare(void) { churn(20000); }
-static void parent(void) { churn(20016); }
-static void child(void) { churn(20032); }
+/* HZ_ATFORK_ALLOC=child (or prepare, parent, a comma list): only those handlers allocate */
+static int wanted(const char *which)
+{
+    const char *only = getenv("HZ_ATFORK_ALLOC");
+    return !only || strstr(only, which) != NULL;
+}
+
+static void prepare(void) { if (wanted("prepare")) churn(20000); }
+static void parent(void) { if (wanted("parent")) churn(20016); }
+static void child(void) { if (wanted("child")) churn(20032); }
 
 __attribute__((constructor)) static void register_handlers(void)
 {

@@ -15,6 +15,7 @@
 #ifndef HZCHECK_H
 #define HZCHECK_H
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -268,6 +269,17 @@ static inline long hz_rss_kb(void)
     buf[n] = 0;
     const char *p = strstr(buf, "VmRSS:");
     return p ? strtol(p + 6, NULL, 10) : -1;
+}
+
+/* the calling process's threads (/proc/self/task): 2 once the allocator's purger runs */
+static inline int hz_thread_count(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d) hz_fail("cannot open /proc/self/task");
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
 }
 
 #endif /* HZCHECK_H */

@@ -27,7 +27,6 @@
  * Run it under LD_PRELOAD of the library.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <malloc.h>
 #include <stdint.h>
@@ -47,16 +46,6 @@ static size_t mapped(void)
     if (!f || fscanf(f, "%lu", &pages) != 1) hz_fail("cannot read /proc/self/statm");
     fclose(f);
     return pages * 4096;
-}
-
-static int threads(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    if (!d) hz_fail("cannot open /proc/self/task");
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
 }
 
 static void limit(size_t base, size_t headroom)
@@ -116,7 +105,7 @@ int main(int argc, char **argv)
         printf("slab: ok=1\n");
     } else if (!strcmp(mode, "doomed")) {
         start_purger();
-        int n = threads(), failures = 0;
+        int n = hz_thread_count(), failures = 0;
         limit(mapped(), 80 * MIB);
         for (int i = 0; i < 50; i++) {
             char *p = malloc(40 * MIB);
@@ -132,7 +121,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < 4; i++) p[i] = must_alloc(40 * MIB, 0);
         for (int i = 0; i < 4; i++) free(p[i]);
         malloc_trim(0);
-        printf("trim: threads=%d back=%d\n", threads(), mapped() <= before + 16 * MIB);
+        printf("trim: threads=%d back=%d\n", hz_thread_count(), mapped() <= before + 16 * MIB);
     } else {
         hz_fail("usage: oom_release cache|pool|slab|doomed|trim");
     }
