@@ -408,6 +408,10 @@ def spawn(cmd: list[str], timeout: float, env: Optional[dict[str, str]] = None) 
                     break
                 except InterruptedError:
                     continue
+        except BaseException:   # Ctrl-C or SIGTERM to hzgen: the workload's group goes too
+            kill()
+            os.waitpid(proc.pid, 0)
+            raise
         finally:
             timer.cancel()
         proc.returncode = os.waitstatus_to_exitcode(status)

@@ -19,8 +19,10 @@ from collections import Counter
 import os
 import resource
 import shutil
+import signal
 import stat
 import subprocess
+import time
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -859,3 +861,26 @@ def test_callgrind_counts_the_preloaded_allocator(tmp_path, private_build_dir):
     assert loaded.count(str(exe.resolve())) == 2, loaded
     others = {Path(x).name for x in loaded if x != str(exe.resolve())}
     assert others <= {"valgrind.bin", "valgrind"}, loaded
+
+
+def test_an_interrupted_run_leaves_no_workload_behind():
+    """Ctrl-C (or SIGTERM) while a workload runs: its process group is killed and reaped
+    before the interrupt goes on (it runs in a session of its own, so nothing else would stop
+    it; before, it went on running after hzgen had left)."""
+    marker = f"{time.time():.6f}"
+    old = signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            bench.spawn(["sh", "-c", f"sleep 30; : {marker}"], timeout=60)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    left = []
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and marker in (p / "cmdline").read_bytes().decode(errors="replace"):
+                left.append(p.name)
+        except OSError:      # gone meanwhile
+            pass
+    assert left == [], left
