@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .tool import ToolError, brief, check_output_file, publish_mode, read_regular
+from .tool import ToolError, brief, check_output_file, publish, read_regular, write_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO_ROOT / "bench"
@@ -1016,19 +1016,12 @@ def write_plot(result: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize="small", ncol=min(n, 5))
     fig.tight_layout()
 
-    tmp = None
-    try:   # through a temporary file in the same directory, renamed over path when complete
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-        os.close(fd)
-        fig.savefig(tmp, format="png", dpi=100)
-        publish_mode(tmp)
-        os.replace(tmp, path)
+    try:
+        publish(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     except OSError as e:
         raise BenchError(f"cannot write {path}: {e.strerror or 'error'}", EXIT_FAIL)
     finally:
         plt.close(fig)
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # --------------------------------------------------------------------------
@@ -1279,7 +1272,6 @@ def report(result: dict[str, Any], json_path: Optional[Path], plot_path: Optiona
     print(render_table(result))
     sys.stdout.flush()
     if json_path is not None:
-        from .profile import write_atomic
 
         try:
             write_atomic(json_path, json.dumps(result, indent=1, sort_keys=False) + "\n")

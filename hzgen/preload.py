@@ -34,9 +34,9 @@ from pathlib import Path
 import yaml
 
 from .model import resolve
-from .profile import DEFAULT_BASE, write_atomic
+from .profile import DEFAULT_BASE
 from .spec import IDENT_RE, description_line, explicit_table, geometric_sizes, load_spec
-from .tool import ToolError, check_output, guarded
+from .tool import ToolError, check_output, guarded, write_atomic
 from .workload import (HOT_FRACTION, MAX_CLASSES, ProfileError, hot_sizes, load_profile,
                        tuned_sizes)
 

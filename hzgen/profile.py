@@ -50,7 +50,7 @@ import yaml
 
 import hzgen
 from .spec import description_line, explicit_table, load_spec
-from .tool import ToolError, check_output, guarded, publish_mode
+from .tool import ToolError, check_output, guarded, write_atomic
 from .workload import MAX_CLASSES
 
 DEFAULT_BASE = Path(hzgen.__file__).resolve().parent.parent / "specs" / "default.yaml"
@@ -148,27 +148,6 @@ def read_reports(paths: list[Path]) -> list:
                 print(f"hzgen profile: leaving out {path.name}: a report of {rep.allocator} "
                       f"({rep.level}), not of the recorder", file=sys.stderr)
     return out
-
-
-def write_atomic(path: Path, text: str, check=None) -> None:
-    """Write text to path through a temporary file in the same directory, then rename;
-    check(tmp_path), when given, runs on the complete temporary file before the rename (an
-    exception leaves path untouched)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        if check is not None:
-            check(tmp)
-        publish_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 @contextlib.contextmanager

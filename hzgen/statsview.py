@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .tool import ToolError, brief, check_output_file, guarded, publish_mode, read_regular, size_text, table
+from .tool import ToolError, brief, check_output_file, guarded, publish, read_regular, size_text, table
 
 FIELDS = ("alloc", "free", "miss", "refill_cache", "refill_slab", "drain_cache", "drain_slab",
           "remote_out", "remote_in")
@@ -330,22 +328,11 @@ def plot(rep: Report, path: Path) -> None:
     fig.tight_layout()
     # (the directory was checked by check_output_file: it is not made here)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    except OSError as e:
-        plt.close(fig)
-        raise ToolError(f"--plot {path}: cannot create a file in {path.parent}: "
-                        f"{e.strerror or 'error'}")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=100)
-        publish_mode(tmp)
-        os.replace(tmp, path)
+        publish(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     except OSError as e:
         raise ToolError(f"--plot {path}: cannot write: {e.strerror or 'error'}")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

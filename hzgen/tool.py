@@ -1,6 +1,6 @@
 """Shared plumbing of the tool commands (diff, explain, inspect, stats, profile, preload, bench):
 the bad-input error and the wrapper that turns it into a message and exit 2, bounded reading of
-input files, checking output files before any work, and plain-text tables."""
+input files, checking output files before any work and writing them whole, and plain-text tables."""
 from __future__ import annotations
 
 import functools
@@ -132,6 +132,32 @@ def check_output(option: str, path) -> None:
     """A file a command will write (`-o`, replaced by a rename: a symbolic link there is
     replaced, not followed): said wrong before any work is done."""
     check_output_file(option, str(path), follow=False)
+
+
+def publish(path, fill, check=None) -> None:
+    """Make path through a temporary file beside it: fill(tmp) writes it, check(tmp), when
+    given, may refuse it (an exception leaves path untouched); then it gets a plain file's mode
+    and is renamed over path, so a reader sees the old file or the whole new one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        fill(tmp)
+        if check is not None:
+            check(tmp)
+        publish_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_atomic(path, text: str, check=None) -> None:
+    """publish() of a text file"""
+    publish(path, lambda tmp: Path(tmp).write_text(text), check)
 
 
 def publish_mode(path, executable: bool = False) -> None:

@@ -85,8 +85,7 @@ def test_fork_handlers_of_earlier_libraries_may_allocate(built, model, plain_pro
     allocator's prepare handler holds its locks, and must not wait for them (before: the first
     fork hung, as forktest's alarm shows; glibc allows it)."""
     needs_threads(model)
-    env = preload_env(built)
-    env["LD_PRELOAD"] = f"{built.override} {atfork_alloc}"   # listed after: initialised first
+    env = shim_initialised_first(built, atfork_alloc)
     assert "fork ok: children=50" in run([plain_programs["forktest"], 50], env=env)
 
 
@@ -96,8 +95,7 @@ def test_an_allocating_atfork_child_handler_starts_no_second_purger(built, model
     allocates inside the fork window: the child ends up with one purger (before: that handler
     started one, the allocator's child handler took it for one that did not come along and the
     next miss started a second; the two shared the purger's round and crashed the child)."""
-    env = preload_env(built, HZ_ATFORK_ALLOC="child")
-    env["LD_PRELOAD"] = f"{built.override} {atfork_alloc}"
+    env = shim_initialised_first(built, atfork_alloc, HZ_ATFORK_ALLOC="child")
     want = 2 if model.backing["purge_thread"] else 1
     assert run([plain_programs["fork_purger"]], env=env) == f"fork_purger: threads={want}\n"
 
@@ -122,12 +120,17 @@ def key_hog(tmp_path_factory):
     return shim(tmp_path_factory, "key_hog")
 
 
-def behind_key_hog(built, key_hog):
-    """The environment that preloads the allocator, then key_hog: ld.so initializes the later
-    one first, so no key is left for the allocator's constructor."""
-    env = preload_env(built)
-    env["LD_PRELOAD"] = f"{built.override} {key_hog}"
+def shim_initialised_first(built, shim_lib, **env_extra):
+    """The environment that preloads the allocator, then shim_lib: ld.so initializes the later
+    one first, as it does a library the program links against."""
+    env = preload_env(built, **env_extra)
+    env["LD_PRELOAD"] = f"{built.override} {shim_lib}"
     return env
+
+
+def behind_key_hog(built, key_hog):
+    """key_hog initialised first: no key is left for the allocator's constructor."""
+    return shim_initialised_first(built, key_hog)
 
 
 def test_thread_churn_without_a_free_pthread_key(built, model, plain_programs, key_hog):

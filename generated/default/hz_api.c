@@ -61,8 +61,8 @@ static size_t hz_foreign_usable_size(void *p)
 
 /* out-of-memory boundary (a mapping the kernel refused; malloc_trim): what is held for reuse
  * goes back now (the large cache, empty pool regions, mappings waiting for the purger, dirty
- * slab units), so a program under an address-space limit fails only where glibc would; the
- * caller tries once more whatever this returns (1: something went back here; a mapping the
+ * slab units), so memory nobody uses never makes an allocation fail; the caller tries once
+ * more whatever this returns (1: something went back here, malloc_trim's answer; a mapping the
  * purger was unmapping meanwhile counts nowhere). Called with none of our locks held */
 static int hz_release_held(void)
 {
