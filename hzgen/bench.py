@@ -77,8 +77,10 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("tiny32", "tiny", ("-z", "32"), instructions=True),
     Variant("tiny64", "tiny", ("-z", "64"), instructions=True),
     Variant("tiny256", "tiny", ("-z", "256"), instructions=True),
-    Variant("mixed", "mixed"),
-    Variant("larson1", "larson", ("-t", "1")),
+    # the closest peer within ~10% and the runs spreading wider than that (so is churn, and
+    # footprint is page-fault bound): twice the runs, to narrow the interval
+    Variant("mixed", "mixed", pair_factor=2),
+    Variant("larson1", "larson", ("-t", "1"), pair_factor=2),
     # threaded, short and scheduler-bound on 2 cores (so is scratch2): twice the runs, and
     # their spread shown
     Variant("larson2", "larson", ("-t", "2"), pair_factor=2, spread=True),
@@ -88,8 +90,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("midsize2", "midsize", ("-t", "2")),
     Variant("realloc", "realloc"),
     Variant("scratch2", "scratch", ("-t", "2"), pair_factor=2, spread=True),
-    Variant("churn", "churn"),
-    Variant("footprint", "footprint"),
+    Variant("churn", "churn", pair_factor=2),
+    Variant("footprint", "footprint", pair_factor=2),
     # real programs on the allocator under test: python3, its sqlite3, cc (and its cc1/as),
     # redis-server (loaded by redis-benchmark, which is not on the allocator)
     Variant("py", "realprog", ("-p", "py"), real=True),

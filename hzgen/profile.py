@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -168,6 +169,23 @@ def _run_forwarding_sigterm(cmd: list[str], env: dict) -> int:
         return child.wait()
 
 
+def _cannot_run(name: str, exe: str, e: OSError) -> str:
+    """Why exec failed. ENOENT for a file that is there means its #! interpreter is missing,
+    which the bare "No such file or directory" hides."""
+    why = e.strerror or str(e)
+    if e.errno == errno.ENOENT and os.path.isfile(exe):
+        try:
+            with open(exe, "rb") as f:
+                first = f.readline(256)
+        except OSError:
+            first = b""
+        if first.startswith(b"#!"):
+            interp = first[2:].strip().split(maxsplit=1)
+            shown = interp[0].decode(errors="replace") if interp else "(none)"
+            return f"{name}: cannot run: its #! interpreter {shown!r}: {why}"
+    return f"{name}: cannot run: {why}"
+
+
 def _exit_code(rc: int) -> int:
     return 128 - rc if rc < 0 else rc
 
@@ -228,7 +246,7 @@ def _profile(args) -> int:
         try:
             rc = _run_forwarding_sigterm(cmd, env)
         except OSError as e:
-            raise ToolError(f"{cmd[0]}: cannot run: {e.strerror or e}")
+            raise ToolError(_cannot_run(cmd[0], exe, e))
         status = _exit_code(rc)
         if rc:
             print(f"hzgen profile: {cmd[0]} exited with status {status}", file=sys.stderr)

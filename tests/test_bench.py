@@ -446,17 +446,17 @@ def test_the_suite_runs_in_the_balanced_order(tmp_path, spec_file, private_build
     monkeypatch.setattr(bench, "find_peer",
                         lambda name: Path("/fake/libmimalloc.so") if name == "mimalloc" else None)
     args = parse([str(spec_file), "--peers", "glibc,mimalloc", "--pairs", "4",
-                  "--workloads", "mixed,larson2", "--json", str(tmp_path / "o.json")])
+                  "--workloads", "realloc,larson2", "--json", str(tmp_path / "o.json")])
     assert bench.run(args, build_spec=fake_builder()) == 0
     names = ["fakespec", "glibc", "mimalloc"]
-    for workload, rounds in (("mixed", 4), ("larson2", 8)):   # larson2 runs twice the pairs
+    for workload, rounds in (("realloc", 4), ("larson2", 8)):   # larson2 runs twice the pairs
         runs = [a for w, a in order if w == workload]
         assert runs == [a for i in range(rounds) for a in bench.round_order(names, i)]
     data = json.loads((tmp_path / "o.json").read_text())
-    mixed = [i for i, (w, _) in enumerate(order) if w == "mixed"]
-    glibc_first = mixed[bench.round_order(names, 0).index("glibc")]
-    assert data["workloads"]["mixed"]["samples"]["glibc"][0]["ops_per_sec"] == glibc_first + 1
-    assert "mixed" in capsys.readouterr().out
+    first = [i for i, (w, _) in enumerate(order) if w == "realloc"]
+    glibc_first = first[bench.round_order(names, 0).index("glibc")]
+    assert data["workloads"]["realloc"]["samples"]["glibc"][0]["ops_per_sec"] == glibc_first + 1
+    assert "realloc" in capsys.readouterr().out
 
 
 def test_median_ci_is_the_order_statistic_interval():
@@ -774,7 +774,7 @@ def test_callgrind_fallback_when_perf_cannot_count(tmp_path, spec_file, private_
     lib, marker = _marker_lib(tmp_path)
     _fake_tools(tmp_path, monkeypatch, perf=FAKE_PERF_UNSUPPORTED, valgrind=FAKE_VALGRIND)
     out_json = tmp_path / "out.json"
-    args = parse([str(spec_file), "--peers", "glibc", "--workloads", "tiny16,mixed",
+    args = parse([str(spec_file), "--peers", "glibc", "--workloads", "tiny16,realloc",
                   "--pairs", "1", "--scale", "0.02", "--json", str(out_json)])
     rc = bench.run(args, build_spec=fake_builder(override=lib))
     captured = capsys.readouterr()
@@ -789,13 +789,13 @@ def test_callgrind_fallback_when_perf_cannot_count(tmp_path, spec_file, private_
     # fake callgrind: 70 instructions per -n unit
     ipp = data["workloads"]["tiny16"]["instructions_per_pair"]
     assert ipp == {"fakespec": pytest.approx(70.0), "glibc": pytest.approx(70.0)}
-    assert data["workloads"]["mixed"]["instructions_per_pair"] == {}
+    assert data["workloads"]["realloc"]["instructions_per_pair"] == {}
     assert f"instr/pair: callgrind (valgrind-0.fake, simulated CPU), {pairs} vs {2 * pairs} pairs" \
         in captured.out
     tiny_rows = [line for line in captured.out.splitlines()
                  if line.startswith("tiny16") or line.lstrip().startswith("glibc")][:2]
     assert all(row.split()[-1] == "70.0" for row in tiny_rows), tiny_rows
-    # the spec's library reached its timed runs (tiny16, mixed) and its two
+    # the spec's library reached its timed runs (tiny16, realloc) and its two
     # counted runs, and not the (fake) valgrind, the probe or glibc's runs
     assert len(marker.read_text().splitlines()) == 2 + 2
 
