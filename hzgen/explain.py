@@ -79,8 +79,10 @@ def _large_text(m: Model) -> str:
     if L["release"] == "cache":
         decay = (f"; the purger unmaps them {m.backing['delay_ms']} ms after they were freed"
                  if m.backing["purge_thread"] else "")
+        grow = (f", or while the purger runs {L['peak_share']:g} x the most bytes large blocks "
+                "ever took at once" if L.get("peak_share") and m.backing["purge_thread"] else "")
         return head + (f"freed mappings cached for reuse (up to {L['cache_entries']} mappings, "
-                       f"{size_text(L['max_cached'])}; oldest evicted first{decay})") + pool
+                       f"{size_text(L['max_cached'])}{grow}; oldest evicted first{decay})") + pool
     return head + "munmap on free" + pool
 
 

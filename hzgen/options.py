@@ -99,6 +99,11 @@ OPTIONS: list[Option] = [
     Option("large.max_cached", SIZE, 32 * MIB, "Bytes of freed mappings kept (release: cache); "
            "with `backing.purge_thread` each goes back `delay_ms` after it was freed.",
            lo=0, hi=1 << 40),
+    Option("large.peak_share", FLOAT, 0.0, "While the purger runs, the cache may also keep "
+           "this share of the most bytes the large blocks ever took at once (a program that "
+           "cycles through big buffers reuses their pages instead of faulting them in again; "
+           "they still go back `delay_ms` after the free). With `release: cache`; no effect without "
+           "`backing.purge_thread`.", lo=0.0, hi=4.0),
 
     Option("backing", SECTION, None, "When memory goes back to the OS."),
     Option("backing.release", CHOICE, "delayed", "Empty slabs: `immediate` (madvise when "

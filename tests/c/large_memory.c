@@ -15,6 +15,14 @@
  *   large_memory interior : free() of a pointer 5 MiB into a live 16 MiB block, then its usable
  *                         size; the block must stay intact (a spec with checks aborts instead);
  *                         prints "interior: usable=U intact=1"
+ *   large_memory cycle  : 12 rounds of two 20 MiB blocks written whole and a 64 MiB block
+ *                         written at one page (liblzma's encoder, made and ended in a loop),
+ *                         with small traffic between (slow paths start the purger); prints
+ *                         "cycle: faults=F", the page faults of the last 8 rounds
+ *   large_memory calloc_reuse : a 2 MiB and a 24 MiB block, each written at a few places
+ *                         and freed (the large cache keeps them), then calloc'd again; prints
+ *                         "calloc_reuse: grew_kb=G zero=Z" (G: the RSS the callocs added,
+ *                         Z: 1 if every byte of both read as zero)
  * Run it under LD_PRELOAD of the library (malloc_trim is the preloaded one).
  */
 #include <errno.h>
@@ -22,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "hzcheck.h"
@@ -129,6 +138,64 @@ static void interior(void)
     free(a);
 }
 
+static long minor_faults(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_minflt : -1;
+}
+
+static void nap_ms(long ms)
+{
+    struct timespec t = {0, ms * 1000 * 1000};
+    nanosleep(&t, NULL);
+}
+
+static void cycle(void)
+{
+    static void *small[256];
+    long before = 0;
+    for (int round = 0; round < 12; round++) {
+        if (round == 4) before = minor_faults();
+        char *b1 = touched(20 * MIB), *b2 = touched(20 * MIB), *big = malloc(64 * MIB);
+        if (!big) hz_fail("malloc(64 MiB) failed");
+        big[0] = 1;
+        for (size_t size = 16; size <= 1024; size *= 2) {
+            for (int i = 0; i < 256; i++) small[i] = touched(size);
+            for (int i = 0; i < 256; i++) free(small[i]);
+        }
+        free(big);
+        free(b2);
+        free(b1);
+        nap_ms(5);   /* far below delay_ms: the cache keeps what it kept */
+    }
+    printf("cycle: faults=%ld\n", minor_faults() - before);
+}
+
+/* n bytes written at a few places and freed, then calloc'd again: the RSS that calloc added */
+static long calloc_again(size_t n, int *zero)
+{
+    unsigned char *p = malloc(n);
+    if (!p) hz_fail("malloc(%zu) failed", n);
+    for (size_t at = 0; at + 100 <= n; at += n / 7) memset(p + at, 0x5a, 100);
+    memset(p + n / 2, 0x5a, n / 64);
+    memset(p + n - 100, 0x5a, 100);
+    free(p);
+    long rss = hz_rss_kb();
+    unsigned char *q = calloc(1, n);
+    if (!q) hz_fail("calloc(%zu) failed", n);
+    long grew = hz_rss_kb() - rss;
+    for (size_t i = 0; i < n; i++) *zero &= q[i] == 0;
+    free(q);
+    return grew;
+}
+
+static void calloc_reuse(void)
+{
+    int zero = 1;
+    long grew = calloc_again(2 * MIB, &zero) + calloc_again(24 * MIB, &zero);
+    printf("calloc_reuse: grew_kb=%ld zero=%d\n", grew, zero);
+}
+
 int main(int argc, char **argv)
 {
     hz_prog = "large_memory";
@@ -139,6 +206,8 @@ int main(int argc, char **argv)
     else if (!strcmp(mode, "errno")) grow_errno();
     else if (!strcmp(mode, "zero_align")) zero_align();
     else if (!strcmp(mode, "interior")) interior();
+    else if (!strcmp(mode, "cycle")) cycle();
+    else if (!strcmp(mode, "calloc_reuse")) calloc_reuse();
     else hz_fail("unknown mode '%s'", mode);
     return 0;
 }
