@@ -180,9 +180,12 @@ def _cannot_run(name: str, exe: str, e: OSError) -> str:
         except OSError:
             first = b""
         if first.startswith(b"#!"):
-            interp = first[2:].strip().split(maxsplit=1)
-            shown = interp[0].decode(errors="replace") if interp else "(none)"
-            return f"{name}: cannot run: its #! interpreter {shown!r}: {why}"
+            # as the kernel reads it: up to the newline, split at spaces and tabs only (so a
+            # CRLF script's interpreter ends in \r, the usual cause of this error)
+            line = first[2:].split(b"\n", 1)[0].strip(b" \t")
+            shown = line.replace(b"\t", b" ").split(b" ", 1)[0].decode(errors="replace")
+            hint = " (a CRLF line ending?)" if shown.endswith("\r") else ""
+            return f"{name}: cannot run: its #! interpreter {shown!r}{hint}: {why}"
     return f"{name}: cannot run: {why}"
 
 

@@ -278,6 +278,8 @@ def test_sigterm_leaves_nothing_behind(tmp_path):
     (["profile", "-o", "p.yaml", "--", "no-such-command-hz"], "command not found"),
     (["profile", "-o", "p.yaml", "--", "./badshebang"],
      "./badshebang: cannot run: its #! interpreter '/no/such/interp': No such file or directory"),
+    (["profile", "-o", "p.yaml", "--", "./crlf"],
+     "./crlf: cannot run: its #! interpreter '/bin/sh\\r' (a CRLF line ending?): No such file"),
     (["profile", "--base", "nope.yaml", "--", "true"], "--base nope.yaml: no such spec file"),
     (["profile", "-o", "nodir/p.yaml", "--", "true"], "no such directory"),
     (["preload", "--profile", "missing.yaml"], "missing.yaml:1:1: no such profile file"),
@@ -309,6 +311,8 @@ def test_bad_input_exits_2(tmp_path, args, msg):
     (tmp_path / "good.yaml").write_text("hzgen_profile: 1\nclasses: []\n")
     (tmp_path / "badshebang").write_text("#!/no/such/interp -x\necho hi\n")
     (tmp_path / "badshebang").chmod(0o755)
+    (tmp_path / "crlf").write_bytes(b"#!/bin/sh\r\necho hi\r\n")
+    (tmp_path / "crlf").chmod(0o755)
     before = sorted(p.name for p in tmp_path.iterdir())
     r = hz(*args, cwd=tmp_path)
     assert r.returncode == 2, (r.stdout, r.stderr)

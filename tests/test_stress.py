@@ -413,6 +413,17 @@ def test_calloc_of_a_reused_large_block_reads_zero_without_faulting_it_in(built,
     assert r["grew_kb"] < 8 * 1024, r
 
 
+def test_calloc_filled_in_a_loop_keeps_its_pages(built, model, plain_programs):
+    """calloc(8 MiB), written whole, freed, 12 times: the reused block's resident pages are
+    cleared, not dropped (dropping every page of it faulted each round's 2048 pages in again:
+    15..20x slower)."""
+    if model.large["release"] != "cache":
+        pytest.skip("no large cache: every calloc of 8 MiB is a fresh mapping (as glibc's)")
+    r = large_memory(plain_programs, built, "calloc_cycle")
+    assert r["zero"] == 1, r
+    assert r["faults"] < 2048, r           # less than one block's pages in 8 rounds
+
+
 def test_successful_realloc_leaves_errno_alone(built, plain_programs):
     """A large block grown past its reservation moves when the in-place mremap fails: that
     failure's ENOMEM must not stay in errno (14 of 16 successful reallocs left it before)."""

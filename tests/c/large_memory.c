@@ -19,6 +19,9 @@
  *                         written at one page (liblzma's encoder, made and ended in a loop),
  *                         with small traffic between (slow paths start the purger); prints
  *                         "cycle: faults=F", the page faults of the last 8 rounds
+ *   large_memory calloc_cycle : 12 rounds of calloc(8 MiB), written whole and freed (a buffer
+ *                         of zeros filled in a loop); prints "calloc_cycle: faults=F zero=Z"
+ *                         (F: page faults of the last 8 rounds, Z: 1 if every calloc read zero)
  *   large_memory calloc_reuse : a 2 MiB and a 24 MiB block, each written at a few places
  *                         and freed (the large cache keeps them), then calloc'd again; prints
  *                         "calloc_reuse: grew_kb=G zero=Z" (G: the RSS the callocs added,
@@ -163,9 +166,8 @@ static void cycle(void)
             for (int i = 0; i < 256; i++) small[i] = touched(size);
             for (int i = 0; i < 256; i++) free(small[i]);
         }
-        free(big);
-        free(b2);
-        free(b1);
+        if (round % 2) { free(big); free(b2); free(b1); }   /* either order: the cache must */
+        else { free(b1); free(b2); free(big); }             /* keep both 20 MiB blocks */
         nap_ms(5);   /* far below delay_ms: the cache keeps what it kept */
     }
     printf("cycle: faults=%ld\n", minor_faults() - before);
@@ -189,6 +191,22 @@ static long calloc_again(size_t n, int *zero)
     return grew;
 }
 
+static void calloc_cycle(void)
+{
+    long before = 0;
+    int zero = 1;
+    for (int round = 0; round < 12; round++) {
+        if (round == 4) before = minor_faults();
+        size_t n = 8 * MIB;
+        unsigned char *p = calloc(1, n);
+        if (!p) hz_fail("calloc(%zu) failed", n);
+        for (size_t i = 0; i < n; i += 512) zero &= p[i] == 0 && p[i + 511] == 0;
+        memset(p, 0x5a, n);
+        free(p);
+    }
+    printf("calloc_cycle: faults=%ld zero=%d\n", minor_faults() - before, zero);
+}
+
 static void calloc_reuse(void)
 {
     int zero = 1;
@@ -208,6 +226,7 @@ int main(int argc, char **argv)
     else if (!strcmp(mode, "interior")) interior();
     else if (!strcmp(mode, "cycle")) cycle();
     else if (!strcmp(mode, "calloc_reuse")) calloc_reuse();
+    else if (!strcmp(mode, "calloc_cycle")) calloc_cycle();
     else hz_fail("unknown mode '%s'", mode);
     return 0;
 }
