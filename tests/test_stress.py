@@ -413,6 +413,17 @@ def test_calloc_of_a_reused_large_block_reads_zero_without_faulting_it_in(built,
     assert r["grew_kb"] < 8 * 1024, r
 
 
+def test_a_request_past_ram_and_swap_fails_as_under_glibc(built, plain_programs):
+    """64 TiB: the kernel's overcommit heuristic refuses it, and malloc/calloc return NULL with
+    ENOMEM (before: MAP_NORESERVE skipped the check, the block was handed out, and a program
+    that used it ran the machine into the OOM killer instead of getting a MemoryError)."""
+    mode = Path("/proc/sys/vm/overcommit_memory")
+    if not mode.exists() or mode.read_text().strip() != "0":
+        pytest.skip("the kernel does not use its overcommit heuristic (vm.overcommit_memory)")
+    assert large_memory(plain_programs, built, "overcommit") == {"malloc": 0, "calloc": 0,
+                                                                 "enomem": 1}
+
+
 def test_calloc_filled_in_a_loop_keeps_its_pages(built, model, plain_programs):
     """calloc(8 MiB), written whole, freed, 12 times: the reused block's resident pages are
     cleared, not dropped (dropping every page of it faulted each round's 2048 pages in again:

@@ -17,11 +17,14 @@ static void hz_count_with_peak(_Atomic(size_t) *count, _Atomic(size_t) *peak, pt
 static void hz_os_account(ptrdiff_t delta) { hz_count_with_peak(&hz_os_bytes_mapped, &hz_os_bytes_peak, delta); }
 
 /* NULL when the kernel says no, errno untouched: a refused mapping may be retried and succeed
- * (hz_release_held), and the caller that gives up sets ENOMEM */
+ * (hz_release_held), and the caller that gives up sets ENOMEM. No MAP_NORESERVE: it skips the
+ * kernel's overcommit check, so malloc(10 TB) succeeded where glibc fails (and
+ * bytearray(10**13) ran the machine into the OOM killer instead of a MemoryError); untouched
+ * pages cost no memory either way */
 static void *hz_os_map(size_t len)
 {
   int saved = errno;
-  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) { errno = saved; return NULL; }
   hz_os_account((ptrdiff_t)len);
   return p;

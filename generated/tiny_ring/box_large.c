@@ -9,7 +9,7 @@
 #define HZ_LARGE_HDR 64u
 
 /* A large block owns a reservation rounded up to whole segments: pages it never touched cost
- * no memory (MAP_NORESERVE), and realloc grows in place, without a syscall or a copy, until
+ * no memory, and realloc grows in place, without a syscall or a copy, until
  * the reservation is full. */
 typedef struct hz_large {
   uint64_t magic;

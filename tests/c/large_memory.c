@@ -19,6 +19,9 @@
  *                         written at one page (liblzma's encoder, made and ended in a loop),
  *                         with small traffic between (slow paths start the purger); prints
  *                         "cycle: faults=F", the page faults of the last 8 rounds
+ *   large_memory overcommit : malloc and calloc of 64 TiB (far past RAM and swap); prints
+ *                         "overcommit: malloc=N calloc=N enomem=E" (N: 1 if it returned a
+ *                         block; E: 1 if both failed with ENOMEM)
  *   large_memory calloc_cycle : 12 rounds of calloc(8 MiB), written whole and freed (a buffer
  *                         of zeros filled in a loop); prints "calloc_cycle: faults=F zero=Z"
  *                         (F: page faults of the last 8 rounds, Z: 1 if every calloc read zero)
@@ -191,6 +194,20 @@ static long calloc_again(size_t n, int *zero)
     return grew;
 }
 
+static void overcommit(void)
+{
+    size_t n = (size_t)1 << 46;
+    errno = 0;
+    void *p = malloc(n);
+    int enomem = errno == ENOMEM;
+    errno = 0;
+    void *q = calloc(1, n);
+    enomem &= errno == ENOMEM;
+    printf("overcommit: malloc=%d calloc=%d enomem=%d\n", p != NULL, q != NULL, enomem);
+    free(p);
+    free(q);
+}
+
 static void calloc_cycle(void)
 {
     long before = 0;
@@ -227,6 +244,7 @@ int main(int argc, char **argv)
     else if (!strcmp(mode, "cycle")) cycle();
     else if (!strcmp(mode, "calloc_reuse")) calloc_reuse();
     else if (!strcmp(mode, "calloc_cycle")) calloc_cycle();
+    else if (!strcmp(mode, "overcommit")) overcommit();
     else hz_fail("unknown mode '%s'", mode);
     return 0;
 }
