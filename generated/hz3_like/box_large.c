@@ -26,8 +26,11 @@ static _Atomic(uint64_t) hz_large_mapped_count, hz_large_released_count;
 
 static size_t hz_segment_round(size_t n) { return (n + HZ_SEGMENT_SIZE - 1) & ~(HZ_SEGMENT_SIZE - 1); }
 
-/* bytes the live large blocks may touch from their mapping's start (what the cache counts of an
- * entry, header included), and the most they ever were (the cache budget) */
+/* bytes from its mapping's start a block may use: the header's offset and the usable size */
+static size_t hz_large_span(const hz_large *L) { return (size_t)(L->user - L->map) + L->usable; }
+
+/* the spans of the live large blocks (what the cache counts of an entry, header included),
+ * and the most they ever were (the cache budget) */
 static _Atomic(size_t) hz_large_live_bytes, hz_large_live_peak;
 static void hz_large_live(ptrdiff_t delta) { hz_count_with_peak(&hz_large_live_bytes, &hz_large_live_peak, delta); }
 #define HZ_LARGE_LIVE(delta) hz_large_live(delta)
@@ -333,7 +336,7 @@ static void *hz_large_alloc(size_t n, size_t align)
   L->map_len = reserve;
   L->user = user;
   hz_large_register(L, kind);
-  HZ_LARGE_LIVE((ptrdiff_t)(L->usable + (size_t)(user - map)));
+  HZ_LARGE_LIVE((ptrdiff_t)hz_large_span(L));
   atomic_fetch_add_explicit(&hz_large_mapped_count, 1, memory_order_relaxed);
   return user;
 }
@@ -342,7 +345,7 @@ static void hz_large_free(hz_large *L)
 {
   hz_large_register(L, HZ_KIND_NONE);
   L->magic = 0;
-  HZ_LARGE_LIVE(-(ptrdiff_t)(L->usable + (size_t)(L->user - L->map)));
+  HZ_LARGE_LIVE(-(ptrdiff_t)hz_large_span(L));
   atomic_fetch_add_explicit(&hz_large_released_count, 1, memory_order_relaxed);
   if (L->kind == HZ_KIND_LARGE) { hz_large_cache_put(L->map, L->map_len, L->touched); return; }
   hz_os_unmap(L->map, L->map_len);
@@ -357,7 +360,7 @@ static void *hz_large_resize(hz_large *L, size_t n)
   size_t need = hz_page_round(off + n);
   if (need <= L->map_len) {
     hz_large_trim(L, need, need / 4);   /* shrunk on purpose: 8 MiB -> 300 KB keeps 300 KB */
-    HZ_LARGE_LIVE((ptrdiff_t)(need - off) - (ptrdiff_t)L->usable);
+    HZ_LARGE_LIVE((ptrdiff_t)need - (ptrdiff_t)hz_large_span(L));
     L->usable = need - off;
     if (need > L->touched) L->touched = need;
     return L->user;
@@ -386,7 +389,7 @@ static void *hz_large_resize(hz_large *L, size_t n)
   }
   L->map_len = reserve;
   hz_large_register(L, HZ_KIND_LARGE);   /* the granules it grew into, or all at its new place */
-  HZ_LARGE_LIVE((ptrdiff_t)(need - off) - (ptrdiff_t)L->usable);
+  HZ_LARGE_LIVE((ptrdiff_t)need - (ptrdiff_t)hz_large_span(L));
   L->usable = need - off;
   L->touched = need;
   return L->user;

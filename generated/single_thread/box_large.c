@@ -250,7 +250,7 @@ static void *hz_large_alloc(size_t n, size_t align)
   L->map_len = reserve;
   L->user = user;
   hz_large_register(L, kind);
-  HZ_LARGE_LIVE((ptrdiff_t)(L->usable + (size_t)(user - map)));
+  HZ_LARGE_LIVE((ptrdiff_t)hz_large_span(L));
   atomic_fetch_add_explicit(&hz_large_mapped_count, 1, memory_order_relaxed);
   return user;
 }
@@ -259,7 +259,7 @@ static void hz_large_free(hz_large *L)
 {
   hz_large_register(L, HZ_KIND_NONE);
   L->magic = 0;
-  HZ_LARGE_LIVE(-(ptrdiff_t)(L->usable + (size_t)(L->user - L->map)));
+  HZ_LARGE_LIVE(-(ptrdiff_t)hz_large_span(L));
   atomic_fetch_add_explicit(&hz_large_released_count, 1, memory_order_relaxed);
   if (L->kind == HZ_KIND_LARGE) { hz_large_cache_put(L->map, L->map_len, L->touched); return; }
   hz_os_unmap(L->map, L->map_len);
@@ -274,7 +274,7 @@ static void *hz_large_resize(hz_large *L, size_t n)
   size_t need = hz_page_round(off + n);
   if (need <= L->map_len) {
     hz_large_trim(L, need, need / 4);   /* shrunk on purpose: 8 MiB -> 300 KB keeps 300 KB */
-    HZ_LARGE_LIVE((ptrdiff_t)(need - off) - (ptrdiff_t)L->usable);
+    HZ_LARGE_LIVE((ptrdiff_t)need - (ptrdiff_t)hz_large_span(L));
     L->usable = need - off;
     if (need > L->touched) L->touched = need;
     return L->user;
@@ -303,7 +303,7 @@ static void *hz_large_resize(hz_large *L, size_t n)
   }
   L->map_len = reserve;
   hz_large_register(L, HZ_KIND_LARGE);   /* the granules it grew into, or all at its new place */
-  HZ_LARGE_LIVE((ptrdiff_t)(need - off) - (ptrdiff_t)L->usable);
+  HZ_LARGE_LIVE((ptrdiff_t)need - (ptrdiff_t)hz_large_span(L));
   L->usable = need - off;
   L->touched = need;
   return L->user;

@@ -80,6 +80,18 @@ static void trim(void)
     printf("trim: before_kb=%ld after_kb=%ld ret=%d\n", before, hz_rss_kb(), ret);
 }
 
+static long minor_faults(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_minflt : -1;
+}
+
+static void nap_ms(long ms)
+{
+    struct timespec t = {0, ms * 1000 * 1000};
+    nanosleep(&t, NULL);
+}
+
 static void idle(void)
 {
     free_five_large();
@@ -92,8 +104,7 @@ static void idle(void)
             for (int i = 0; i < 1024; i++) small[i] = touched(size);
             for (int i = 0; i < 1024; i++) free(small[i]);
         }
-        struct timespec nap = {0, 20 * 1000 * 1000};
-        nanosleep(&nap, NULL);
+        nap_ms(20);
         clock_gettime(CLOCK_MONOTONIC, &t);
     } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < 800);
     printf("idle: at_free_kb=%ld after_kb=%ld\n", at_free, hz_rss_kb());
@@ -142,18 +153,6 @@ static void interior(void)
     int intact = a[5 * MIB] == 0x5a && a[16 * MIB - 1] == 0x5a && malloc_usable_size(a) >= 16 * MIB;
     printf("interior: usable=%zu intact=%d\n", usable, intact);
     free(a);
-}
-
-static long minor_faults(void)
-{
-    struct rusage ru;
-    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_minflt : -1;
-}
-
-static void nap_ms(long ms)
-{
-    struct timespec t = {0, ms * 1000 * 1000};
-    nanosleep(&t, NULL);
 }
 
 static void cycle(void)
