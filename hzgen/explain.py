@@ -57,10 +57,13 @@ def class_span(m: Model, i: int, j: int) -> str:
 def _remote_text(m: Model) -> str:
     r = m.remote
     if r["strategy"] == "owner_stash":
+        collect = (f"; the purger gives the inboxes of a heap whose thread took no slow path "
+                   f"for {r['collect_idle_ms']} ms (or exited) to its slabs, under the heap's slab "
+                   "lock" if m.collect_on else "")
         return (f"owner_stash: a thread frees another heap's block into its outbox (one of "
                 f"{r['outbox_slots']} open (owner, class) batches); at {r['batch']} blocks the batch "
                 "goes onto the owner's per-class inbox with one CAS; the owner takes a whole inbox "
-                "with one atomic exchange when its tier 0 misses")
+                f"with one atomic exchange when its tier 0 misses{collect}")
     if r["strategy"] == "page_mpsc":
         return ("page_mpsc: a thread frees another heap's block with a CAS onto the owning slab's "
                 "xfree list (mimalloc-style); blocks of a full slab go to the owner heap's delayed "

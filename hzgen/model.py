@@ -170,6 +170,11 @@ class Model:
         return self.stats["level"] != "off"
 
     @property
+    def collect_on(self) -> bool:
+        """The purger collects the inboxes of idle or exited heaps (their slab lists get a lock)."""
+        return bool(self.remote.get("collect_idle_ms"))
+
+    @property
     def checks_on(self) -> bool:
         return self.checks["double_free"] or self.checks["invalid_free"]
 

@@ -90,6 +90,11 @@ OPTIONS: list[Option] = [
            "other threads (owner_stash).", lo=0, hi=1 << 30),
     Option("remote_free.outbox_slots", INT, 8, "Owner/class batches a thread keeps open at "
            "once (owner_stash).", lo=1, hi=64, pow2=True),
+    Option("remote_free.collect_idle_ms", INT, 0, "The purger takes the remote frees waiting "
+           "in the inbox of a heap whose thread took no slow path for this long (a thread that "
+           "exited, or sleeps while others free what it allocated) back to their slabs, so their "
+           "memory can go back to the OS; 0: they wait for the owner (owner_stash, needs "
+           "`backing.purge_thread`).", lo=0, hi=60000),
 
     Option("large", SECTION, None, "Objects above `size_classes.small_max`: one mapping each."),
     Option("large.release", CHOICE, "immediate", "`immediate`: munmap on free; `cache`: keep "

@@ -21,7 +21,8 @@ def plain_programs(tmp_path_factory):
     return {name: compile_c(C / f"{name}.c", out / name)
             for name in ("stress", "forktest", "churn", "orphan", "purger", "purge_unlocked",
                          "large_unmap", "large_churn", "dlclose", "large_memory", "key_dtor",
-                         "aligned_pool", "key_late", "owner_token", "token_race", "oom_release", "fork_purger")}
+                         "aligned_pool", "key_late", "owner_token", "token_race", "oom_release", "fork_purger",
+                         "remote_idle")}
 
 
 def prefixed_program(name, built, tmp_path) -> Path:
@@ -217,6 +218,25 @@ def test_memory_held_for_other_threads_comes_back(built, model, plain_programs, 
     assert m, out
     peak, after = int(m.group(1)), int(m.group(2))
     assert after <= peak // 4, (peak, after)
+
+
+@pytest.mark.parametrize("mode", ["exited", "sleeping"])
+def test_remote_frees_into_an_idle_heap_come_back(built, model, plain_programs, mode):
+    """96 MiB of 3000 B blocks made by a thread that then exits (or sleeps, alive), freed by
+    main, then 3 s with no allocator call: with remote_free.collect_idle_ms the purger gives the
+    owner's inbox to its slabs and the memory goes back (before: all of it stayed in the inbox
+    until the owner's next slow paths; for an exited thread, until another thread's slow paths
+    reclaimed its heap). The sleeping worker then allocates and checks 96 MiB again on the heap
+    the collector went through."""
+    needs_threads(model)
+    out = run([plain_programs["remote_idle"], mode], env=preload_env(built))
+    m = re.search(rf"remote_idle {mode}: rss_peak_kb=(\d+) rss_at_free_kb=(\d+) rss_after_kb=(\d+) "
+                  r"after_ms=(-?\d+)", out)
+    assert m, out
+    peak, _at_free, after, _ms = (int(x) for x in m.groups())
+    assert peak > 90 * 1024, out
+    if model.collect_on:
+        assert after <= peak // 4, out
 
 
 PURGER_REPORT = re.compile(r"purger \d+: rss_peak_kb=(\d+) rss_at_free_kb=(\d+) rss_after_kb=(\d+) "

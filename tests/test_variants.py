@@ -16,14 +16,16 @@ VARIANTS = sorted((REPO / "tests" / "specs").glob("*.yaml"))
 @pytest.fixture(scope="module")
 def programs(tmp_path_factory):
     out = tmp_path_factory.mktemp("vprog")
-    return {n: compile_c(REPO / "tests" / "c" / f"{n}.c", out / n) for n in ("stress", "forktest")}
+    return {n: compile_c(REPO / "tests" / "c" / f"{n}.c", out / n) for n in ("stress", "forktest", "remote_idle")}
 
 
 @pytest.mark.parametrize("spec", VARIANTS, ids=[p.stem for p in VARIANTS])
 def test_variant_builds_and_runs(spec, build_root, programs):
     built = built_spec(spec, build_root)
     env = preload_env(built)
+    # remote_idle race: the idle-heap collector (variant_extremes: after 1 ms) meets the owner
     for cmd in ([programs["stress"], 8, 3, 6000], [programs["forktest"], 10],
+                [programs["remote_idle"], "race", 3],
                 [sys.executable, "-c", "import sqlite3, threading; c = sqlite3.connect(':memory:');"
                  "c.execute('create table t(a)'); c.executemany('insert into t values(?)',"
                  "((i,) for i in range(20000))); print(c.execute('select sum(a) from t').fetchone()[0])"]):
