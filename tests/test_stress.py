@@ -22,7 +22,7 @@ def plain_programs(tmp_path_factory):
             for name in ("stress", "forktest", "churn", "orphan", "purger", "purge_unlocked",
                          "large_unmap", "large_churn", "dlclose", "large_memory", "key_dtor",
                          "aligned_pool", "key_late", "owner_token", "token_race", "oom_release", "fork_purger",
-                         "remote_idle")}
+                         "remote_idle", "ns_single")}
 
 
 def prefixed_program(name, built, tmp_path) -> Path:
@@ -308,6 +308,23 @@ def test_purger_returns_cached_large_blocks(built, model, plain_programs, create
         assert at_free - after >= kept_kb // 2, out   # the cache had kept them, the purger did not
         assert after <= peak // 4, out
         assert tasks == 2, out
+
+
+def test_a_single_threaded_program_still_enters_namespaces(built, model, plain_programs):
+    """setns() into a mount namespace and unshare(CLONE_NEWUSER) need a process of one thread:
+    a single-threaded program whose allocations started the purger still gets them (it leaves
+    for the call and comes back on the next allocation miss). Before, both failed with EINVAL
+    under the allocator (bwrap, unshare(1) and sandboxes do this)."""
+    exe = plain_programs["ns_single"]
+    plain = run([exe])
+    if re.search(r"setns=(\S+) unshare=(\S+)", plain).groups() != ("0", "0"):
+        pytest.skip(f"refused even under glibc here (no privilege?): {plain}")
+    out = run([exe], env=preload_env(built))
+    m = re.search(r"threads_before=(\d+) setns=(\S+) unshare=(\S+) threads_after=(\d+)", out)
+    assert m, out
+    assert (m.group(2), m.group(3)) == ("0", "0"), out
+    if model.backing["purge_thread"]:
+        assert (m.group(1), m.group(4)) == ("2", "2"), out   # the purger ran before, and after
 
 
 def test_purge_thread_opt_out(built, model, plain_programs):

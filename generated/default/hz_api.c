@@ -352,3 +352,36 @@ HZ_API void HZ_FN(malloc_stats)(void)
   ssize_t w = write(2, msg, sizeof msg - 1);
   (void)w;
 }
+
+#ifdef HZ_OVERRIDE
+/* Calls the kernel refuses (EINVAL) to a process of more than one thread: a single-threaded
+ * program must not fail them because our purger runs. It leaves first (hz_purger_stop; the next
+ * allocation miss starts it again), and an EINVAL while the kernel still counts its thread is
+ * retried for up to 100 ms */
+static long hz_single_threaded(long nr, long a, long b)
+{
+  int stopped = hz_purger_stop();
+  const struct timespec ms = {0, 1000000L};
+  long r;
+  for (int i = 0; (r = syscall(nr, a, b)) == -1 && errno == EINVAL && stopped && i < 100; i++)
+    nanosleep(&ms, NULL);
+  return r;
+}
+
+/* unshare(CLONE_NEWUSER) implies CLONE_THREAD: all four need a single thread */
+HZ_API int unshare(int flags)
+{
+  if (flags & (CLONE_NEWUSER | CLONE_THREAD | CLONE_SIGHAND | CLONE_VM))
+    return (int)hz_single_threaded(SYS_unshare, flags, 0);
+  return (int)syscall(SYS_unshare, flags);
+}
+
+/* joining a user namespace needs a single thread, a mount namespace an fs_struct of one user
+ * (threads share it); 0 is any kind */
+HZ_API int setns(int fd, int nstype)
+{
+  if (nstype == 0 || (nstype & (CLONE_NEWUSER | CLONE_NEWNS)))
+    return (int)hz_single_threaded(SYS_setns, fd, nstype);
+  return (int)syscall(SYS_setns, fd, nstype);
+}
+#endif

@@ -14,8 +14,10 @@ static atomic_uint hz_dirty_total;       /* dirty units waiting for the purge, a
 static size_t hz_units_in_use;           /* slab units handed to heaps, under hz_seg_lock */
 static _Atomic(uint64_t) hz_next_purge_ms;
 /* the purger's life: none -> wanted (a large heap, or memory to return) -> starting (by the
- * next allocation miss) -> running, or failed (could not start; HZ_PURGE_THREAD=0) */
-enum { HZ_PURGER_NONE, HZ_PURGER_WANTED, HZ_PURGER_STARTING, HZ_PURGER_RUN, HZ_PURGER_FAILED };
+ * next allocation miss) -> running, or failed (could not start; HZ_PURGE_THREAD=0); running ->
+ * stopping -> wanted when the program needs to be single-threaded (hz_purger_stop) */
+enum { HZ_PURGER_NONE, HZ_PURGER_WANTED, HZ_PURGER_STARTING, HZ_PURGER_RUN, HZ_PURGER_FAILED,
+       HZ_PURGER_STOPPING };
 static atomic_int hz_purger_state;
 static int hz_purger_off;                /* HZ_PURGE_THREAD=0 in the environment */
 #define HZ_PURGER_START_UNITS 8192u   /* twice max_dirty */
@@ -289,6 +291,11 @@ static void *hz_purger_main(void *arg)
 {
   (void)arg;
   for (;;) {
+    if (atomic_load(&hz_purger_state) == HZ_PURGER_STOPPING) {
+      hz_unmap_doomed();   /* handed over before the stop: nobody else would unmap them now */
+      atomic_store(&hz_purger_state, HZ_PURGER_WANTED);
+      return NULL;
+    }
     hz_unmap_doomed();
     uint64_t next = hz_purger_pass(hz_now_ms());
     /* last, so its due time is the freshest; the mappings it hands over keep us awake for
@@ -301,7 +308,7 @@ static void *hz_purger_main(void *arg)
      * that makes something dirty, caches or hands over a mapping wakes us early */
     const int idle = next == UINT64_MAX ? HZ_PURGER_SLEEPING : HZ_PURGER_NAPPING;
     atomic_store(&hz_purger_idle, idle);
-    if (!atomic_load(&hz_doomed_maps) && (next != UINT64_MAX || (!atomic_load(&hz_dirty_total) && hz_large_cache_empty() && !hz_mail_waiting()))) {
+    if (!atomic_load(&hz_doomed_maps) && atomic_load(&hz_purger_state) != HZ_PURGER_STOPPING && (next != UINT64_MAX || (!atomic_load(&hz_dirty_total) && hz_large_cache_empty() && !hz_mail_waiting()))) {
       uint64_t now = hz_now_ms(), ms = next > now ? next - now : 1;   /* the nap counts from here */
       struct timespec nap = {(time_t)(ms / 1000u), (long)(ms % 1000u) * 1000000L};
       hz_futex(&hz_purger_idle, FUTEX_WAIT_PRIVATE, idle, next == UINT64_MAX ? NULL : &nap);
@@ -334,6 +341,23 @@ HZ_COLD void hz_purger_start(void)
   atomic_store(&hz_purger_state, ok ? HZ_PURGER_RUN : HZ_PURGER_FAILED);
   errno = saved;
 }
+
+#ifdef HZ_OVERRIDE   /* for the unshare/setns of the preload library (hz_api) */
+/* A process must have one thread for unshare(CLONE_NEWUSER) and setns() into a user or mount
+ * namespace: a single-threaded program that made the purger start must not fail them (bwrap,
+ * unshare(1), sandboxes). The purger leaves (the next allocation miss starts it again); returns
+ * 1 if it was running, once it is out of our code (the kernel drops the thread a little later) */
+static int hz_purger_stop(void)
+{
+  int st = HZ_PURGER_RUN;
+  if (!atomic_compare_exchange_strong(&hz_purger_state, &st, HZ_PURGER_STOPPING)) return 0;
+  if (atomic_exchange(&hz_purger_idle, HZ_PURGER_AWAKE) != HZ_PURGER_AWAKE)
+    hz_futex(&hz_purger_idle, FUTEX_WAKE_PRIVATE, 1, NULL);
+  const struct timespec ms = {0, 1000000L};
+  while (atomic_load(&hz_purger_state) == HZ_PURGER_STOPPING) nanosleep(&ms, NULL);
+  return 1;
+}
+#endif
 
 /* wake the purger: from any wait when `urgent` (a mapping waits to be unmapped); otherwise
  * (memory became due delay_ms from now) only from a sleep: a nap ends before that, and waking
