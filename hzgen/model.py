@@ -171,8 +171,11 @@ class Model:
 
     @property
     def collect_on(self) -> bool:
-        """The purger collects the inboxes of idle or exited heaps (their slab lists get a lock)."""
-        return bool(self.remote.get("collect_idle_ms"))
+        """The purger collects the inboxes of idle or exited heaps (their slab lists get a lock):
+        an add-on of owner_stash and the purger, off without either (so a spec that extends one
+        with it and turns them off needs no override)."""
+        return bool(self.remote.get("collect_idle_ms") and self.remote["strategy"] == "owner_stash"
+                    and self.backing["purge_thread"])
 
     @property
     def checks_on(self) -> bool:

@@ -93,8 +93,9 @@ OPTIONS: list[Option] = [
     Option("remote_free.collect_idle_ms", INT, 0, "The purger takes the remote frees waiting "
            "in the inbox of a heap whose thread took no slow path for this long (a thread that "
            "exited, or sleeps while others free what it allocated) back to their slabs, so their "
-           "memory can go back to the OS; 0: they wait for the owner (owner_stash, needs "
-           "`backing.purge_thread`).", lo=0, hi=60000),
+           "memory can go back to the OS; 0: they wait for the owner. With `owner_stash` and "
+           "`backing.purge_thread` (no effect without them; the purger starts once the slab heap "
+           "passes 2 x `backing.max_dirty`).", lo=0, hi=60000),
 
     Option("large", SECTION, None, "Objects above `size_classes.small_max`: one mapping each."),
     Option("large.release", CHOICE, "immediate", "`immediate`: munmap on free; `cache`: keep "

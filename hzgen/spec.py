@@ -285,10 +285,6 @@ def _validate(raw: dict, where: dict, shown: str) -> tuple[dict, Path | None]:
     if bk.get("purge_thread") and (bk.get("release") != "delayed" or spec.get("threads") is False):
         c.error(("backing", "purge_thread"), "backing.purge_thread needs backing.release: "
                 "delayed and threads: true (it returns memory that waits out delay_ms)")
-    if spec["remote_free"].get("collect_idle_ms") and (rf != "owner_stash" or not bk.get("purge_thread")):
-        c.error(("remote_free", "collect_idle_ms"), "remote_free.collect_idle_ms needs "
-                "remote_free.strategy: owner_stash and backing.purge_thread: true (the purger "
-                "collects the inboxes); 0 turns the collector off")
     st = spec["stats"]
     if st.get("level") == "off" and st.get("report") == "always":
         c.error(("stats", "report"), "stats.report: always needs stats.level counters or "

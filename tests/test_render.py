@@ -91,10 +91,17 @@ def test_remote_strategy_code_is_only_the_chosen_one(spec_path, model, in_repo):
 
 
 def test_switches_leave_code_only_when_on(spec_path, model, in_repo):
-    """backing.purge_thread and sll.slow_start: each is code only in the specs that ask for it."""
+    """backing.purge_thread, sll.slow_start and the idle-heap collector: each is code only in
+    the specs that ask for it (sll-only and single-thread inherit default's collect_idle_ms with
+    no purger or owner_stash to run it: no collector, and no slab lock on their slow paths)."""
     _, files = render_spec(spec_path.relative_to(REPO))
     code = _code(files)
     assert ("pthread_create" in code) == bool(model.backing["purge_thread"])
+    collect = bool(model.remote["collect_idle_ms"]) and model.remote["strategy"] == "owner_stash" \
+        and model.backing["purge_thread"]
+    assert model.collect_on == collect
+    assert ("hz_collect_idle" in code) == collect
+    assert ("hz_slabs_lock" in code) == collect
     slow = any(r.caches[-1].kind == "sll" and r.caches[-1].slow_start for r in model.ranges)
     assert ("HZ_SLOW_START_BLOCKS" in files["box_front.c"]) == slow
 

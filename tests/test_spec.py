@@ -61,10 +61,6 @@ BAD = {
     "threads false needs none": (GOOD + "threads: false\n", 9, 10, "remote_free.strategy: none"),
     "purger without delayed release": (GOOD + "backing: {release: immediate, purge_thread: true}\n",
                                        9, 45, "needs backing.release: delayed"),
-    "collector without a purger": (GOOD + "remote_free: {collect_idle_ms: 100}\n", 9, 32,
-                                   "needs remote_free.strategy: owner_stash and backing.purge_thread"),
-    "collector with page_mpsc": (GOOD + "remote_free: {strategy: page_mpsc, collect_idle_ms: 9}\n"
-                                 "backing: {purge_thread: true}\n", 9, 53, "collect_idle_ms needs"),
     "stats printer with stats off": (GOOD + "stats: {level: off, report: always}\n", 9, 29, "nothing to print"),
     "name not an identifier": (GOOD.replace("name: t", "name: ../../etc"), 1, 7, "not a valid name"),
     "name with capitals": (GOOD.replace("name: t", "name: Big"), 1, 7, "not a valid name"),

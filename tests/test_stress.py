@@ -239,6 +239,17 @@ def test_remote_frees_into_an_idle_heap_come_back(built, model, plain_programs, 
         assert after <= peak // 4, out
 
 
+def test_fork_while_the_collector_holds_blocks(built, model, plain_programs):
+    """4M blocks freed into an exited thread's heap, then a fork every 2 ms while the idle-heap
+    collector gives them back in shares (it lets a fork in between two): every child gets the
+    blocks the collector held at its fork back in the inbox, so its malloc_trim returns them (a
+    child that lost them kept up to 60 MiB)."""
+    needs_threads(model)
+    out = run([plain_programs["remote_idle"], "fork"], env=preload_env(built))
+    m = re.search(r"remote_idle fork: forks=(\d+) bad=(\d+)", out)
+    assert m and int(m.group(1)) > 5 and m.group(2) == "0", out
+
+
 PURGER_REPORT = re.compile(r"purger \d+: rss_peak_kb=(\d+) rss_at_free_kb=(\d+) rss_after_kb=(\d+) "
                            r"tasks=(\d+) sigblk=([0-9a-f]+)")
 

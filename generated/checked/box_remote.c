@@ -11,7 +11,11 @@
 #include "hz_internal.h"
 
 static atomic_int hz_mail_any;     /* a heap got mail since the collector's last pass */
-static hz_lock hz_collect_lock;    /* held while the collector holds blocks out of any inbox */
+/* the collector's blocks out of an inbox (changed under hz_collect_lock, which a fork takes, so
+ * a fork child puts them back) */
+static hz_lock hz_collect_lock;
+static atomic_int hz_collect_waiting;   /* a fork waits for hz_collect_lock: the collector lets it */
+static struct { hz_heap *heap; uint32_t cls; hz_block *rest; } hz_collecting;
 static struct { hz_stats stats; } hz_collector;   /* the collector's counters (HZ_STAT's shape) */
 
 static int hz_mail_waiting(void) { return atomic_load(&hz_mail_any); }
@@ -22,7 +26,7 @@ HZ_COLD void hz_mail_note(hz_heap *owner)
   atomic_store(&owner->mail, 1);
   if (!atomic_load_explicit(&hz_mail_any, memory_order_relaxed)) {
     atomic_store(&hz_mail_any, 1);
-    hz_purger_kick(0);
+    hz_purger_wake(0);   /* its fence: the flag before the purger's idle state is read */
   }
 }
 
@@ -94,39 +98,71 @@ static void hz_remote_collect_all(hz_heap *h)
 
 static void hz_remote_thread_exit(hz_heap *h) { hz_outbox_flush_all(h); }
 
+/* chain (its tail unknown: it may be long) goes back as h's inbox of cls: onto an empty inbox by
+ * one CAS; what was pushed meanwhile (a few batches: their tail is found by a walk) goes in front */
+static void hz_inbox_return(hz_heap *h, uint32_t cls, hz_block *chain)
+{
+  for (;;) {
+    hz_block *none = NULL;
+    if (atomic_compare_exchange_strong(&h->inbox[cls], &none, chain)) break;
+    hz_block *more = atomic_exchange(&h->inbox[cls], NULL);
+    if (!more) continue;
+    hz_block *tail = more;
+    while (tail->next) tail = tail->next;
+    tail->next = chain;
+    chain = more;
+  }
+  if (!atomic_load(&h->mail)) hz_mail_note(h);
+}
+
 /* The collector (the purger) takes h's inboxes, h being a heap no thread runs on a slow path:
- * their blocks go onto their slabs (h's caches are not touched), HZ_COLLECT_SHARE at a time with
- * h's slab lock held, so an owner that comes back waits for one share at most;
- * when the owner holds them, the rest goes back to the inbox. hz_collect_lock is held while
- * blocks are out of an inbox, so a fork never leaves a child without them. Returns 0 if some
- * went back. */
+ * their blocks go onto their slabs (h's caches are not touched), a share of HZ_COLLECT_SHARE at a
+ * time under h's slab lock, which it only tries; an owner that comes back raises slabs_wanted,
+ * and the collector stops within 64 blocks and hands the rest back to the inbox. A fork waits
+ * for one share at most (hz_collect_lock). Returns 0 if some went back. */
 #define HZ_COLLECT_SHARE 4096u
 static int hz_remote_collect_idle(hz_heap *h)
 {
   atomic_store(&h->mail, 0);
+  atomic_thread_fence(memory_order_seq_cst);   /* the flag down before the inboxes are read */
   void *buf[64];
   for (uint32_t cls = 0; cls < HZ_NCLASSES; cls++) {
     if (!atomic_load_explicit(&h->inbox[cls], memory_order_relaxed)) continue;
     hz_lock_acquire(&hz_collect_lock);
     hz_block *b = atomic_exchange(&h->inbox[cls], NULL);
-    while (b) {
-      if (!hz_lock_try(&h->slabs)) {   /* the owner is back: the rest is its own to collect */
-        hz_block *tail = b;
-        while (tail->next) tail = tail->next;
-        hz_inbox_push(h, cls, b, tail);
-        hz_lock_release(&hz_collect_lock);
-        return 0;
-      }
-      for (uint32_t given = 0; b && given < HZ_COLLECT_SHARE;) {
-        uint32_t n = 0;
-        for (; b && n < 64u; b = b->next) buf[n++] = b;   /* `next` read before the give reuses it */
-        hz_slab_give_held(h, cls, buf, n);
-        given += n;
-        HZ_STAT(&hz_collector, remote_in, cls, n);
-      }
-      hz_lock_release(&h->slabs);
-    }
+    hz_collecting.heap = h;
+    hz_collecting.cls = cls;
+    hz_collecting.rest = b;
     hz_lock_release(&hz_collect_lock);
+    while (b) {
+      while (atomic_load_explicit(&hz_collect_waiting, memory_order_relaxed)) sched_yield();
+      hz_lock_acquire(&hz_collect_lock);
+      const int got = !atomic_load(&h->slabs_wanted) && hz_lock_try(&h->slabs);
+      if (got) {
+        for (uint32_t given = 0; b && given < HZ_COLLECT_SHARE &&
+                                 !atomic_load_explicit(&h->slabs_wanted, memory_order_relaxed);) {
+          uint32_t n = 0;
+          for (; b && n < 64u; b = b->next) buf[n++] = b;   /* `next` read before the give reuses it */
+          hz_slab_give_held(h, cls, buf, n);
+          given += n;
+          HZ_STAT(&hz_collector, remote_in, cls, n);
+        }
+        hz_slabs_unlock(h);
+      }
+      const int back = b && (!got || atomic_load(&h->slabs_wanted));
+      if (back) hz_inbox_return(h, cls, b);   /* the owner is back: the rest is its own to collect */
+      hz_collecting.rest = back ? NULL : b;
+      hz_lock_release(&hz_collect_lock);
+      if (back) return 0;
+    }
   }
   return 1;
+}
+
+/* fork child: blocks the collector held between two shares go back to their inbox */
+static void hz_collect_fork_child(void)
+{
+  if (hz_collecting.rest) hz_inbox_return(hz_collecting.heap, hz_collecting.cls, hz_collecting.rest);
+  hz_collecting.rest = NULL;
+  atomic_store(&hz_mail_any, 1);   /* the parent's collector may have been mid-walk: look at all */
 }

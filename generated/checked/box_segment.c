@@ -575,9 +575,24 @@ HZ_INLINE void hz_partial_unlink(hz_heap *h, uint32_t cls, hz_slab *s)
 
 /* a heap's slab lists have two writers, the owner's slow paths and the idle-heap collector (the
  * purger, hz_collect_idle): they change under the heap's `slabs` lock, uncontended but for the
- * collector's rare visits (a membarrier handshake instead measured no faster: docs/NO-GO.md) */
-#define HZ_SLABS_LOCK(h) hz_lock_acquire(&(h)->slabs)
-#define HZ_SLABS_UNLOCK(h) hz_lock_release(&(h)->slabs)
+ * collector's rare visits (a membarrier handshake instead measured no faster: docs/NO-GO.md).
+ * The collector only tries it, and stops within 64 blocks once the owner raises slabs_wanted.
+ * Not hz_lock_acquire: a fork holder takes it too (the collector is out then: hz_collect_lock) */
+HZ_INLINE void hz_slabs_lock(hz_heap *h)
+{
+  if (HZ_LIKELY(hz_lock_try(&h->slabs))) return;
+  atomic_store(&h->slabs_wanted, 1);
+  for (int spin = 0; !hz_lock_try(&h->slabs); spin++)
+    if (spin > 64) sched_yield();
+  atomic_store_explicit(&h->slabs_wanted, 0, memory_order_relaxed);
+}
+
+HZ_INLINE void hz_slabs_unlock(hz_heap *h)
+{
+  atomic_store_explicit(&h->slabs.v, 0, memory_order_release);
+}
+#define HZ_SLABS_LOCK(h) hz_slabs_lock(h)
+#define HZ_SLABS_UNLOCK(h) hz_slabs_unlock(h)
 
 /* refill boundary: up to `want` blocks of class cls into out[]; fewer only when out of memory */
 static uint32_t hz_slab_take(hz_heap *h, uint32_t cls, void **out, uint32_t want)

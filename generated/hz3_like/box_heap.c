@@ -264,7 +264,9 @@ static void hz_heap_tick(hz_heap *h)
 
 static void hz_fork_prepare(void)
 {
+  atomic_store(&hz_collect_waiting, 1);   /* (the collector takes it again between shares) */
   hz_lock_acquire(&hz_collect_lock);   /* first: the collector takes slab and segment locks */
+  atomic_store(&hz_collect_waiting, 0);
   hz_lock_acquire(&hz_heap_lock);
   hz_lock_acquire(&hz_seg_lock);
   hz_lock_acquire(&hz_pool_lock);
@@ -301,7 +303,9 @@ static void hz_fork_child(void)
   hz_purger_fork_child();
   /* heaps of threads that do not exist here may be mid-update: never touch them again */
   for (hz_heap *h = hz_heaps_all; h; h = h->next_all)
-    if (h->state == HZ_HEAP_LIVE && h != hz_tls_heap) h->state = HZ_HEAP_ORPHANED;
+    if ((h->state == HZ_HEAP_LIVE || atomic_load(&h->slabs.v)) && h != hz_tls_heap)
+      h->state = HZ_HEAP_ORPHANED;
+  hz_collect_fork_child();   /* (a heap whose slab lock another thread held is one mid-update) */
   /* this thread's heap: its token is held under the parent's thread id, on no robust list here */
   if (hz_tls_heap != &hz_empty_heap) hz_owner_take(hz_tls_heap);
 }

@@ -168,6 +168,7 @@ struct hz_heap {
    * slab lists (partial[], each slab's free list and count) change under `slabs`, taken by the
    * owner's slow paths and the collector; the caches stay the owner's alone */
   hz_lock slabs;
+  atomic_int slabs_wanted;    /* the owner waits for `slabs`: the collector hands it back */
   uint32_t collect_ticks;     /* the collector's: `ticks` when it last looked (idle if equal) */
   /* on a line of its own: pushers read it, the collector writes it */
   _Alignas(64) atomic_int mail;   /* an inbox got a batch since the collector took them */

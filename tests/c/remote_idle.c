@@ -6,6 +6,11 @@
  *   remote_idle sleeping : the same, but the worker stays alive, asleep on a semaphore (a poll
  *                          loop while another thread frees what it allocated: redis's lazy free);
  *                          after the wait it allocates and checks 96 MiB again and frees them.
+ *   remote_idle fork     : a worker allocates 4M blocks of 16 B and exits, main frees them all
+ *                          and forks every 2 ms for 1.2 s (while the collector gives them back,
+ *                          in shares: a fork lands between two); each child calls malloc_trim
+ *                          and fails unless its RSS is then under 1/16 of the peak (blocks
+ *                          the collector held at the fork and the child lost would keep theirs).
  *   remote_idle race     : an owner allocates stamped blocks in bursts with short naps between
  *                          them, a second thread verifies and frees them (every free remote), for
  *                          `seconds` (argv[2], default 2): the collector takes the owner's inbox
@@ -14,7 +19,8 @@
  *
  * exited/sleeping print "remote_idle MODE: rss_peak_kb=A rss_at_free_kb=B rss_after_kb=C
  * after_ms=D" (RSS is sampled every 50 ms for up to 3 s without an allocator call; C is the
- * lowest, D when RSS first fell below A/4, -1 if never); race prints "remote_idle race: ok
+ * lowest, D when RSS first fell below A/4, -1 if never); fork prints "remote_idle fork: forks=N
+ * bad=M"; race prints "remote_idle race: ok
  * blocks=N". The caller bounds the figures.
  */
 #include "hzalloc.h"
@@ -27,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define SIZE 3000
@@ -155,11 +162,55 @@ static int race(int seconds)
     return 0;
 }
 
+#define FORK_COUNT (4L << 20)
+
+static void *small_worker(void *arg)
+{
+    (void)arg;
+    for (long i = 0; i < FORK_COUNT; i++) {
+        blocks[i] = XMALLOC(16);
+        if (!blocks[i]) hz_fail("out of memory at block %ld", i);
+        memset(blocks[i], 0x5a, 16);
+    }
+    return NULL;
+}
+
+extern int malloc_trim(size_t);
+
+static int forks(void)
+{
+    blocks = XMALLOC(FORK_COUNT * sizeof *blocks);
+    void *mine = XMALLOC(16);       /* main's own heap: batched frees */
+    pthread_t t;
+    pthread_create(&t, NULL, small_worker, NULL);
+    pthread_join(t, NULL);
+    long peak = hz_rss_kb();
+    for (long i = 0; i < FORK_COUNT; i++) XFREE(blocks[i]);
+    XFREE(blocks);
+    int n = 0, bad = 0;
+    for (long start = now_ms(); now_ms() - start < 1200; n++) {
+        pid_t pid = fork();
+        if (pid < 0) hz_fail("fork failed");
+        if (pid == 0) {
+            malloc_trim(0);
+            _exit(hz_rss_kb() < peak / 16 ? 0 : 1);   /* ~1 MiB when none is lost */
+        }
+        int st;
+        waitpid(pid, &st, 0);
+        bad += !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+        usleep(2000);
+    }
+    XFREE(mine);
+    printf("remote_idle fork: forks=%d bad=%d\n", n, bad);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     hz_prog = "remote_idle";
     const char *mode = argc > 1 ? argv[1] : "exited";
     if (!strcmp(mode, "race")) return race(argc > 2 ? atoi(argv[2]) : 2);
+    if (!strcmp(mode, "fork")) return forks();
     blocks = calloc(COUNT, sizeof *blocks);          /* the test's own array: libc's calloc */
     if (!blocks || (strcmp(mode, "exited") && strcmp(mode, "sleeping"))) return 2;
     return held(mode);
