@@ -361,16 +361,17 @@ HZ_API void HZ_FN(malloc_stats)(void)
 }
 
 #ifdef HZ_OVERRIDE
-/* Calls the kernel refuses (EINVAL) to a process of more than one thread: a single-threaded
- * program must not fail them because our purger runs. It leaves first (hz_purger_stop; the next
- * allocation miss starts it again), and an EINVAL while the kernel still counts its thread is
- * retried for up to 100 ms */
+/* Calls the kernel refuses to a process of more than one thread (EINVAL; EUSERS for a time
+ * namespace): a single-threaded program must not fail them because our purger runs. It leaves
+ * first (hz_purger_stop; the next allocation miss starts it again); while the kernel still
+ * counts its exiting thread, the call is tried again (1 ms apart, 100 ms at most) */
 static long hz_single_threaded(long nr, long a, long b)
 {
-  int stopped = hz_purger_stop();
+  hz_purger_stop();
   const struct timespec ms = {0, 1000000L};
   long r;
-  for (int i = 0; (r = syscall(nr, a, b)) == -1 && errno == EINVAL && stopped && i < 100; i++)
+  for (int i = 0; (r = syscall(nr, a, b)) == -1 && (errno == EINVAL || errno == EUSERS) && i < 100 &&
+                  atomic_load(&hz_purger_state) != HZ_PURGER_RUN && hz_purger_here(); i++)
     nanosleep(&ms, NULL);
   return r;
 }
@@ -383,11 +384,15 @@ HZ_API int unshare(int flags)
   return (int)syscall(SYS_unshare, flags);
 }
 
-/* joining a user namespace needs a single thread, a mount namespace an fs_struct of one user
- * (threads share it); 0 is any kind */
+/* joining a user or time namespace needs a single thread, a mount namespace an fs_struct of one
+ * user (threads share it); nstype 0 (any kind) asks the namespace file which it is */
+#define HZ_NS_GET_NSTYPE 0xb703u   /* _IO(0xb7, 0x3) of linux/nsfs.h */
 HZ_API int setns(int fd, int nstype)
 {
-  if (nstype == 0 || (nstype & (CLONE_NEWUSER | CLONE_NEWNS)))
+  int saved = errno;
+  long kind = nstype ? nstype : syscall(SYS_ioctl, fd, HZ_NS_GET_NSTYPE);
+  errno = saved;
+  if (kind < 0 || (kind & (CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWTIME)))
     return (int)hz_single_threaded(SYS_setns, fd, nstype);
   return (int)syscall(SYS_setns, fd, nstype);
 }

@@ -228,8 +228,9 @@ static int hz_reclaim_abandoned(void)
  * Returns when to look again (UINT64_MAX: no mail waits). */
 static uint64_t hz_collect_next_ms;   /* the purger's */
 
-static uint64_t hz_collect_idle(uint64_t now)
+static uint64_t hz_collect_idle(uint64_t now)   /* UINT64_MAX: now, busy heaps too (a stop) */
 {
+  const int all = now == UINT64_MAX;
   if (!atomic_load(&hz_mail_any)) return UINT64_MAX;
   if (now < hz_collect_next_ms) return hz_collect_next_ms;
   atomic_store(&hz_mail_any, 0);
@@ -239,14 +240,14 @@ static uint64_t hz_collect_idle(uint64_t now)
     int state = __atomic_load_n(&h->state, __ATOMIC_ACQUIRE);
     uint32_t ticks = __atomic_load_n(&h->ticks, __ATOMIC_RELAXED);
     if (state == HZ_HEAP_ORPHANED) continue;
-    if (state == HZ_HEAP_LIVE && ticks != h->collect_ticks) {   /* busy since the last look */
+    if (state == HZ_HEAP_LIVE && ticks != h->collect_ticks && !all) {   /* busy since the last look */
       h->collect_ticks = ticks;
       waiting = 1;
       continue;
     }
     if (!hz_remote_collect_idle(h)) waiting = 1;
   }
-  hz_collect_next_ms = now + HZ_COLLECT_IDLE_MS;
+  hz_collect_next_ms = all ? 0 : now + HZ_COLLECT_IDLE_MS;
   if (!waiting) return UINT64_MAX;
   atomic_store(&hz_mail_any, 1);
   return hz_collect_next_ms;

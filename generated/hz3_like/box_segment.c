@@ -20,6 +20,7 @@ enum { HZ_PURGER_NONE, HZ_PURGER_WANTED, HZ_PURGER_STARTING, HZ_PURGER_RUN, HZ_P
        HZ_PURGER_STOPPING };
 static atomic_int hz_purger_state;
 static int hz_purger_off;                /* HZ_PURGE_THREAD=0 in the environment */
+static atomic_int hz_purger_tid;         /* the last purger's thread id (hz_purger_stop) */
 #define HZ_PURGER_START_UNITS 8192u   /* twice max_dirty */
 /* the futex the purger waits on: awake, napping until the next due time, or sleeping until
  * woken (nothing is due) */
@@ -290,9 +291,13 @@ static void hz_purger_fork_child(void)
 static void *hz_purger_main(void *arg)
 {
   (void)arg;
+  atomic_store(&hz_purger_tid, (int)syscall(SYS_gettid));
   for (;;) {
     if (atomic_load(&hz_purger_state) == HZ_PURGER_STOPPING) {
-      hz_unmap_doomed();   /* handed over before the stop: nobody else would unmap them now */
+      /* what it would have returned later goes back now: frees do not purge while it runs,
+       * and the program may make no allocation miss (which starts it again) for a long time */
+      hz_collect_idle(UINT64_MAX);
+      hz_release_held();
       atomic_store(&hz_purger_state, HZ_PURGER_WANTED);
       return NULL;
     }
@@ -343,6 +348,15 @@ HZ_COLD void hz_purger_start(void)
 }
 
 #ifdef HZ_OVERRIDE   /* for the unshare/setns of the preload library (hz_api) */
+/* the purger's thread is still in this process (the kernel counts it until it is gone) */
+static int hz_purger_here(void)
+{
+  int tid = atomic_load(&hz_purger_tid), saved = errno;   /* the caller's errno is its answer */
+  int here = tid > 0 && !(syscall(SYS_tgkill, getpid(), tid, 0) == -1 && errno == ESRCH);
+  errno = saved;
+  return here;
+}
+
 /* A process must have one thread for unshare(CLONE_NEWUSER) and setns() into a user or mount
  * namespace: a single-threaded program that made the purger start must not fail them (bwrap,
  * unshare(1), sandboxes). The purger leaves (the next allocation miss starts it again); returns
@@ -351,10 +365,14 @@ static int hz_purger_stop(void)
 {
   int st = HZ_PURGER_RUN;
   if (!atomic_compare_exchange_strong(&hz_purger_state, &st, HZ_PURGER_STOPPING)) return 0;
+  if (!hz_purger_here()) {   /* a child of _Fork or clone: RUN inherited, no thread came along */
+    atomic_store(&hz_purger_state, HZ_PURGER_WANTED);
+    return 0;
+  }
   if (atomic_exchange(&hz_purger_idle, HZ_PURGER_AWAKE) != HZ_PURGER_AWAKE)
     hz_futex(&hz_purger_idle, FUTEX_WAKE_PRIVATE, 1, NULL);
   const struct timespec ms = {0, 1000000L};
-  while (atomic_load(&hz_purger_state) == HZ_PURGER_STOPPING) nanosleep(&ms, NULL);
+  while (atomic_load(&hz_purger_state) == HZ_PURGER_STOPPING && hz_purger_here()) nanosleep(&ms, NULL);
   return 1;
 }
 #endif
@@ -397,7 +415,8 @@ static int hz_purger_unmap_later(void *map, size_t len, size_t resident)
     return 0;
   }
   hz_doomed_push(map, len, resident);
-  hz_purger_wake(1);
+  hz_purger_wake(1);   /* its fence: the push before the state is read again */
+  if (!HZ_PURGER_RUNNING()) hz_unmap_doomed();   /* it stopped meanwhile (hz_purger_stop) */
   return 1;
 }
 
