@@ -10,11 +10,10 @@
  */
 #include "hz_internal.h"
 
-static atomic_int hz_mail_any;     /* a heap got mail since the collector's last pass */
-/* the collector's blocks out of an inbox (changed under hz_collect_lock, which a fork takes, so
- * a fork child puts them back) */
-static hz_lock hz_collect_lock;
+static atomic_int hz_mail_any;          /* a heap got mail since the collector's last pass */
+static hz_lock hz_collect_lock;         /* over hz_collecting's changes; a fork takes it first */
 static atomic_int hz_collect_waiting;   /* a fork waits for hz_collect_lock: the collector lets it */
+/* the blocks the collector holds out of an inbox between two shares (a fork child puts them back) */
 static struct { hz_heap *heap; uint32_t cls; hz_block *rest; } hz_collecting;
 
 static int hz_mail_waiting(void) { return atomic_load(&hz_mail_any); }
