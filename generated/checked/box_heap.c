@@ -152,6 +152,17 @@ static int hz_owner_died(hz_heap *h)
          (__atomic_load_n(&h->owner.__data.__lock, __ATOMIC_ACQUIRE) & FUTEX_OWNER_DIED);
 }
 
+/* h's slab lock is free, or held only for a while (the collector gives one share at most):
+ * 0 if it stays held, by a thread that died holding it */
+static int hz_slabs_settle(hz_heap *h)
+{
+  for (int i = 0; i < 1000; i++) {
+    if (!atomic_load(&h->slabs.v)) return 1;
+    sched_yield();
+  }
+  return 0;
+}
+
 static int hz_reclaim_dead(hz_heap *self, unsigned tries)
 {
   int given = 0;
@@ -165,6 +176,12 @@ static int hz_reclaim_dead(hz_heap *self, unsigned tries)
     int e = hz_owner_died(h) ? pthread_mutex_trylock(&h->owner) : -1;   /* still, once claimed */
     if (e == EOWNERDEAD) {
       pthread_mutex_consistent(&h->owner);
+      if (!hz_slabs_settle(h)) {   /* it died inside its slab lists: mid-update, never touched */
+        pthread_mutex_unlock(&h->owner);
+        __atomic_store_n(&h->state, HZ_HEAP_ORPHANED, __ATOMIC_RELEASE);
+        __atomic_store_n(&h->reclaiming, 0, __ATOMIC_RELEASE);
+        continue;
+      }
       hz_heap_flush(h);
       pthread_mutex_unlock(&h->owner);
       hz_heap_abandon(h, 0);
