@@ -33,6 +33,9 @@ void {p}free_aligned_sized(void *, size_t, size_t);
 void {p}cfree(void *);
 int {p}malloc_trim(size_t);
 int {p}mallopt(int, int);
+struct mallinfo2 {{ size_t arena, ordblks, smblks, hblks, hblkhd, usmblks, fsmblks, uordblks,
+                   fordblks, keepcost; }};
+struct mallinfo2 {p}mallinfo2(void);
 """
 
 

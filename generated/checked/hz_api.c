@@ -348,9 +348,17 @@ HZ_API int HZ_FN(mallopt)(int param, int value) { (void)param; (void)value; retu
 
 HZ_API struct mallinfo2 HZ_FN(mallinfo2)(void)
 {
+  /* glibc's split, approximately: its heap is our mappings but the large blocks' (arena), of
+   * it in use the slab units heaps hold, free blocks in their caches included (uordblks), the
+   * rest free (fordblks); its mmapped chunks are our large blocks (hblkhd) */
   struct mallinfo2 mi;
   memset(&mi, 0, sizeof mi);
-  mi.arena = atomic_load(&hz_os_bytes_mapped);
+  size_t mapped = atomic_load(&hz_os_bytes_mapped), large = atomic_load(&hz_large_live_bytes);
+  size_t slabs = (size_t)__atomic_load_n(&hz_units_in_use, __ATOMIC_RELAXED) << HZ_SLAB_SHIFT;
+  mi.arena = mapped > large ? mapped - large : 0;
+  mi.uordblks = slabs < mi.arena ? slabs : mi.arena;
+  mi.fordblks = mi.arena - mi.uordblks;
+  mi.hblkhd = large;
   mi.usmblks = atomic_load(&hz_os_bytes_peak);
   return mi;
 }

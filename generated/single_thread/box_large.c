@@ -25,7 +25,15 @@ typedef struct hz_large {
 static _Atomic(uint64_t) hz_large_mapped_count, hz_large_released_count;
 
 static size_t hz_segment_round(size_t n) { return (n + HZ_SEGMENT_SIZE - 1) & ~(HZ_SEGMENT_SIZE - 1); }
-#define HZ_LARGE_LIVE(delta) ((void)0)
+
+/* bytes from its mapping's start a block may use: the header's offset and the usable size */
+static size_t hz_large_span(const hz_large *L) { return (size_t)(L->user - L->map) + L->usable; }
+
+/* the spans of the live large blocks (what the cache counts of an entry, header included; and
+ * mallinfo2's mmapped bytes), and the most they ever were (the cache budget) */
+static _Atomic(size_t) hz_large_live_bytes, hz_large_live_peak;
+static void hz_large_live(ptrdiff_t delta) { hz_count_with_peak(&hz_large_live_bytes, &hz_large_live_peak, delta); }
+#define HZ_LARGE_LIVE(delta) hz_large_live(delta)
 
 typedef struct {
   char *map;

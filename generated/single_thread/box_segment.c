@@ -10,6 +10,7 @@ static hz_segment *hz_segments;          /* every segment, under hz_seg_lock: th
 static hz_segment *hz_segments_last;     /* units first, then the full ones */
 static unsigned hz_segments_empty;       /* fully free segments kept mapped */
 static _Atomic(uint64_t) hz_seg_mapped_count, hz_seg_released_count, hz_purged_bytes;
+static size_t hz_units_in_use;           /* slab units handed to heaps, under hz_seg_lock */
 #define HZ_PURGER_RUNNING() 0
 
 /* The segment list keeps every segment with free units in front of the full ones, so that the
@@ -195,6 +196,7 @@ static hz_slab *hz_slab_alloc(hz_heap *h, uint32_t cls)
   }
   seg->free_units -= n;
   if (!seg->free_units) { hz_segment_remove(seg); hz_segment_push_back(seg); }
+  hz_units_in_use += n;
   hz_lock_release(&hz_seg_lock);
 
   hz_slab *s = &seg->slab[at];
@@ -226,6 +228,7 @@ static void hz_slab_release(hz_slab *s)
   if (!seg->free_units) { hz_segment_remove(seg); hz_segment_push_front(seg); }
   seg->free_units += n;
   if (hz_segment_is_empty(seg)) hz_segments_empty++;
+  hz_units_in_use -= n;
   hz_lock_release(&hz_seg_lock);
 }
 

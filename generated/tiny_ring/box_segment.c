@@ -10,8 +10,8 @@ static hz_segment *hz_segments;          /* every segment, under hz_seg_lock: th
 static hz_segment *hz_segments_last;     /* units first, then the full ones */
 static unsigned hz_segments_empty;       /* fully free segments kept mapped */
 static _Atomic(uint64_t) hz_seg_mapped_count, hz_seg_released_count, hz_purged_bytes;
-static atomic_uint hz_dirty_total;       /* dirty units waiting for the purge, all segments */
 static size_t hz_units_in_use;           /* slab units handed to heaps, under hz_seg_lock */
+static atomic_uint hz_dirty_total;       /* dirty units waiting for the purge, all segments */
 static _Atomic(uint64_t) hz_next_purge_ms;
 /* the purger's life: none -> wanted (a large heap, or memory to return) -> starting (by the
  * next allocation miss) -> running, or failed (could not start; HZ_PURGE_THREAD=0); running ->
