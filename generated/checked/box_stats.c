@@ -48,16 +48,18 @@ __attribute__((format(printf, 2, 3))) static void hz_outf(hz_out *o, const char 
   o->n += (size_t)len;
 }
 
+static void hz_stats_add(hz_stats *t, const hz_stats *s)
+{
+  const uint64_t *src = (const uint64_t *)s;
+  uint64_t *dst = (uint64_t *)t;
+  for (size_t i = 0; i < sizeof *t / sizeof(uint64_t); i++) dst[i] += src[i];
+}
+
 static void hz_stats_sum(hz_stats *t)
 {
   memset(t, 0, sizeof *t);
-  for (hz_heap *h = hz_heaps_all; h; h = h->next_all) {
-    const uint64_t *src = (const uint64_t *)&h->stats;
-    uint64_t *dst = (uint64_t *)t;
-    for (size_t i = 0; i < sizeof *t / sizeof(uint64_t); i++) dst[i] += src[i];
-  }
-  const uint64_t *src = (const uint64_t *)&hz_collector.stats;   /* remote frees it took in */
-  for (size_t i = 0; i < sizeof *t / sizeof(uint64_t); i++) ((uint64_t *)t)[i] += src[i];
+  for (hz_heap *h = hz_heaps_all; h; h = h->next_all) hz_stats_add(t, &h->stats);
+  hz_stats_add(t, &hz_collector.stats);   /* remote frees the idle-heap collector took in */
 }
 
 #define HZ_STAT_FIELDS(X) X(alloc) X(free) X(miss) X(refill_cache) X(refill_slab) \

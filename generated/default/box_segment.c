@@ -296,7 +296,7 @@ static void *hz_purger_main(void *arg)
     if (atomic_load(&hz_purger_state) == HZ_PURGER_STOPPING) {
       /* what it would have returned later goes back now: frees do not purge while it runs,
        * and the program may make no allocation miss (which starts it again) for a long time */
-      hz_collect_idle(UINT64_MAX);
+      hz_collect_idle(hz_now_ms(), 1);
       hz_release_held();
       atomic_store(&hz_purger_state, HZ_PURGER_WANTED);
       return NULL;
@@ -307,7 +307,7 @@ static void *hz_purger_main(void *arg)
      * the next round, which unmaps them */
     uint64_t next_large = hz_large_cache_decay(hz_now_ms());
     if (next_large < next) next = next_large;
-    uint64_t next_mail = hz_collect_idle(hz_now_ms());   /* its empty slabs: the next pass */
+    uint64_t next_mail = hz_collect_idle(hz_now_ms(), 0);   /* its empty slabs: the next pass */
     if (next_mail < next) next = next_mail;
     /* sleep until the next runs are due (forever if nothing is dirty or cached); a release
      * that makes something dirty, caches or hands over a mapping wakes us early */
@@ -601,8 +601,7 @@ HZ_INLINE void hz_slabs_lock(hz_heap *h)
 {
   if (HZ_LIKELY(hz_lock_try(&h->slabs))) return;
   atomic_store(&h->slabs_wanted, 1);
-  for (int spin = 0; !hz_lock_try(&h->slabs); spin++)
-    if (spin > 64) sched_yield();
+  hz_lock_spin(&h->slabs);
   atomic_store_explicit(&h->slabs_wanted, 0, memory_order_relaxed);
 }
 

@@ -36,14 +36,18 @@ typedef struct { atomic_int v; } hz_lock;
  * inside that window (prepare newest first, parent/child oldest first) and may allocate; for
  * that thread the locks are taken already, and no other thread gets past them meanwhile */
 static __thread int hz_fork_holder __attribute__((tls_model("initial-exec")));
-static inline void hz_lock_acquire(hz_lock *l)
+static inline void hz_lock_spin(hz_lock *l)   /* until taken (hz_lock_acquire's loop) */
 {
-  if (HZ_UNLIKELY(hz_fork_holder)) return;
   for (;;) {
     if (!atomic_exchange_explicit(&l->v, 1, memory_order_acquire)) return;
     for (int spin = 0; atomic_load_explicit(&l->v, memory_order_relaxed); spin++)
       if (spin > 64) sched_yield();
   }
+}
+static inline void hz_lock_acquire(hz_lock *l)
+{
+  if (HZ_UNLIKELY(hz_fork_holder)) return;
+  hz_lock_spin(l);
 }
 static inline void hz_lock_release(hz_lock *l)
 {
@@ -184,7 +188,7 @@ static void hz_free_local(hz_heap *h, uint32_t cls, void *p);
 static uint32_t hz_slab_take(hz_heap *h, uint32_t cls, void **out, uint32_t want);
 static void hz_slab_give(hz_heap *h, uint32_t cls, void **blocks, uint32_t n);
 static void hz_slab_give_held(hz_heap *h, uint32_t cls, void **blocks, uint32_t n);
-static uint64_t hz_collect_idle(uint64_t now);
+static uint64_t hz_collect_idle(uint64_t now, int all);
 static int hz_mail_waiting(void);
 static void hz_maybe_purge(void);
 static void *hz_large_alloc(size_t n, size_t align);

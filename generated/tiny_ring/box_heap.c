@@ -245,11 +245,10 @@ static int hz_reclaim_abandoned(void)
  * Returns when to look again (UINT64_MAX: no mail waits). */
 static uint64_t hz_collect_next_ms;   /* the purger's */
 
-static uint64_t hz_collect_idle(uint64_t now)   /* UINT64_MAX: now, busy heaps too (a stop) */
+static uint64_t hz_collect_idle(uint64_t now, int all)   /* all: busy heaps too, now (a stop) */
 {
-  const int all = now == UINT64_MAX;
   if (!atomic_load(&hz_mail_any)) return UINT64_MAX;
-  if (now < hz_collect_next_ms) return hz_collect_next_ms;
+  if (now < hz_collect_next_ms && !all) return hz_collect_next_ms;
   atomic_store(&hz_mail_any, 0);
   int waiting = 0;
   for (hz_heap *h = __atomic_load_n(&hz_heaps_all, __ATOMIC_ACQUIRE); h; h = h->next_all) {
@@ -264,7 +263,7 @@ static uint64_t hz_collect_idle(uint64_t now)   /* UINT64_MAX: now, busy heaps t
     }
     if (!hz_remote_collect_idle(h)) waiting = 1;
   }
-  hz_collect_next_ms = all ? 0 : now + HZ_COLLECT_IDLE_MS;
+  hz_collect_next_ms = now + HZ_COLLECT_IDLE_MS;
   if (!waiting) return UINT64_MAX;
   atomic_store(&hz_mail_any, 1);
   return hz_collect_next_ms;

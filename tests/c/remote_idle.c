@@ -42,23 +42,24 @@
 static void **blocks;
 static sem_t worker_done, worker_go;
 
-static void alloc_all(void)
+/* blocks[0..count) get stamped blocks of `size` bytes */
+static void alloc_blocks(long count, size_t size)
 {
-    for (long i = 0; i < COUNT; i++) {
-        blocks[i] = XMALLOC(SIZE);
+    for (long i = 0; i < count; i++) {
+        blocks[i] = XMALLOC(size);
         if (!blocks[i]) hz_fail("out of memory at block %ld", i);
-        hz_stamp(blocks[i], SIZE, (uint64_t)i);
+        hz_stamp(blocks[i], size, (uint64_t)i);
     }
 }
 
 static void *worker(void *arg)
 {
     int stay = *(int *)arg;
-    alloc_all();
+    alloc_blocks(COUNT, SIZE);
     sem_post(&worker_done);
     if (!stay) return NULL;
     sem_wait(&worker_go);           /* asleep, alive: no allocator call while main waits */
-    alloc_all();                    /* its heap still works after the collector took its inbox */
+    alloc_blocks(COUNT, SIZE);      /* its heap still works after the collector took its inbox */
     for (long i = 0; i < COUNT; i++) {
         hz_verify(blocks[i], SIZE, (uint64_t)i, "after the wait");
         XFREE(blocks[i]);
@@ -167,11 +168,7 @@ static int race(int seconds)
 static void *small_worker(void *arg)
 {
     (void)arg;
-    for (long i = 0; i < FORK_COUNT; i++) {
-        blocks[i] = XMALLOC(16);
-        if (!blocks[i]) hz_fail("out of memory at block %ld", i);
-        memset(blocks[i], 0x5a, 16);
-    }
+    alloc_blocks(FORK_COUNT, 16);
     return NULL;
 }
 
