@@ -22,7 +22,7 @@ def plain_programs(tmp_path_factory):
             for name in ("stress", "forktest", "churn", "orphan", "purger", "purge_unlocked",
                          "large_unmap", "large_churn", "dlclose", "large_memory", "key_dtor",
                          "aligned_pool", "key_late", "owner_token", "token_race", "oom_release", "fork_purger",
-                         "remote_idle", "ns_single")}
+                         "remote_idle", "ns_single", "large_hole")}
 
 
 def prefixed_program(name, built, tmp_path) -> Path:
@@ -548,6 +548,34 @@ def test_aligned_pool_falls_back_when_a_region_cannot_be_mapped(built, plain_pro
     still comes (a mapping of its own from the large box) when its pool region (64 MiB, 128
     while it is aligned) cannot be mapped (before: ENOMEM where the old path succeeded)."""
     assert run([plain_programs["aligned_pool"], "rlimit"], env=preload_env(built)) == "rlimit: ok=1\n"
+
+
+def test_large_blocks_take_the_address_space_they_need(built, model, plain_programs):
+    """Under an address-space limit of 256 MiB, blocks of 1 MiB and 300 KiB fill most of it: a
+    large block maps its pages, not whole segments (before: 4 MiB each, 64 blocks holding 42 MiB
+    fitted; glibc fits 254 MiB)."""
+    out = run([plain_programs["large_hole"], "count", model.segment], env=preload_env(built))
+    m = re.fullmatch(r"count: blocks=(\d+) mib=(\d+)\n", out)
+    assert m, out
+    assert int(m.group(2)) >= 200, out
+
+
+def test_foreign_mapping_beside_a_large_block_stays_foreign(built, model, plain_programs):
+    """A mapping in the unused end of a large block's registry granule is not the block's: a
+    glibc-style mmapped chunk there is passed to glibc's malloc_usable_size and free (which
+    unmaps it), and the block keeps its data."""
+    if model.checks["foreign_free"] != "passthrough":
+        pytest.skip("foreign pointers are dropped or fail fast in this spec")
+    out = run([plain_programs["large_hole"], "foreign", model.segment], env=preload_env(built))
+    assert out == f"foreign: usable={64 * 1024 - 16} unmapped=1\n"
+
+
+def test_large_block_grows_by_what_it_needs_when_twice_does_not_fit(built, model, plain_programs):
+    """realloc of a large block under a tight address-space limit, with another mapping 1.75 MiB
+    from the block's start: doubling the reservation fits neither in place nor elsewhere, so the
+    block grows in place by what it needs (glibc's mremap would too) and keeps its data."""
+    out = run([plain_programs["large_hole"], "grow", model.segment], env=preload_env(built))
+    assert out == "grow: moved=0 kept=1\n"
 
 
 @pytest.mark.parametrize("mode", ["cache", "pool", "slab"])

@@ -154,13 +154,21 @@ HZ_INLINE void hz_free_small(void *p, int first_range)
   hz_free_remote(h, s, p);
 }
 
+/* p's registry kind off the fast paths: none past the end of a large block's mapping in its
+ * last granule (another mapping's pointer: foreign) */
+static unsigned hz_kind_owned(const void *p)
+{
+  unsigned kind = hz_kind_of(p);
+  return hz_is_large(kind) && hz_large_beyond(p, kind) ? (unsigned)HZ_KIND_NONE : kind;
+}
+
 /* everything that is not a live small block of the first range: NULL, other ranges, large,
  * foreign */
 HZ_NOINLINE void hz_free_slow(void *p)
 {
   if (!p) return;
   int saved = errno;
-  unsigned kind = hz_kind_of(p);
+  unsigned kind = hz_kind_owned(p);
   if (kind == HZ_KIND_SMALL_ALT) hz_free_small(p, 0);
   else
   if (hz_is_large(kind)) {
@@ -187,7 +195,7 @@ HZ_INLINE void hz_free(void *p)
 static size_t hz_usable_size(void *p)
 {
   if (!p) return 0;
-  unsigned kind = hz_kind_of(p);
+  unsigned kind = hz_kind_owned(p);
   if (hz_is_small(kind)) return hz_class_size[hz_slab_of(p)->cls];
   if (hz_is_large(kind)) {
     hz_large *L = hz_large_of(p, kind);
@@ -247,7 +255,7 @@ HZ_API void *HZ_FN(realloc)(void *p, size_t n)
 {
   if (!p) return hz_malloc(n);
   if (n == 0) { hz_free(p); return NULL; }
-  unsigned kind = hz_kind_of(p);
+  unsigned kind = hz_kind_owned(p);
   size_t old;
   if (hz_is_small(kind)) {
     uint32_t cls = hz_slab_of(p)->cls;

@@ -8,9 +8,11 @@
 #define HZ_LARGE_MAGIC 0x687a4c6172676521ull
 #define HZ_LARGE_HDR 64u
 
-/* A large block owns a reservation rounded up to whole segments: pages it never touched cost
- * no memory, and realloc grows in place, without a syscall or a copy, until
- * the reservation is full. */
+/* A large block's reservation starts at a segment boundary (the registry finds its header
+ * there) and maps the pages it needs, no more: the rest of its last granule stays free address
+ * space (a reservation of whole segments took 4 MiB of it per block: under `ulimit -v` 226
+ * blocks of 1 MiB fitted where glibc fits 970). realloc grows it in place while the address
+ * space after it is free, else moves its pages (mremap, no copy), doubling the reservation. */
 typedef struct hz_large {
   uint64_t magic;
   char *map;          /* start of the reservation */
@@ -142,14 +144,36 @@ static void hz_large_cache_put(char *map, size_t len, size_t touched)
   for (unsigned i = 0; i < n_evict; i++) hz_large_unmap(evict[i].map, evict[i].len, evict[i].touched);
 }
 
+/* the header of the large block whose registry granules hold p (kind: p's granule's), found at
+ * the block's first granule; NULL if the registry changed meanwhile (a free racing this one) */
+static hz_large *hz_large_header(const void *p, unsigned kind)
+{
+  uintptr_t g = (uintptr_t)p & ~(HZ_SEGMENT_SIZE - 1);
+  while (kind == HZ_KIND_LARGE_BODY) {   /* its granule starts with the program's data */
+    g -= HZ_SEGMENT_SIZE;
+    kind = hz_kind_of((const void *)g);
+  }
+  if (kind == HZ_KIND_LARGE) return (hz_large *)g;
+  if (kind == HZ_KIND_LARGE_HI) return (hz_large *)(g - HZ_OS_PAGE);
+  return NULL;
+}
+
 /* the header of a large pointer (registry kind hz_is_large), or NULL when p is not the pointer
  * handed out (inside the block) */
 static hz_large *hz_large_of(const void *p, unsigned kind)
 {
-  if (kind == HZ_KIND_LARGE_BODY) return NULL;    /* its granule starts with the program's data */
-  uintptr_t base = (uintptr_t)p & ~(HZ_SEGMENT_SIZE - 1);
-  hz_large *L = (hz_large *)(kind == HZ_KIND_LARGE ? base : base - HZ_OS_PAGE);
-  return (L->magic == HZ_LARGE_MAGIC && L->user == (const char *)p) ? L : NULL;
+  if (kind == HZ_KIND_LARGE_BODY) return NULL;    /* a block's pointer is in its first granule */
+  hz_large *L = hz_large_header(p, kind);
+  return (L && L->magic == HZ_LARGE_MAGIC && L->user == (const char *)p) ? L : NULL;
+}
+
+/* p is in a large block's registry granules but past the end of its mapping: a block maps only
+ * the pages it needs, so the rest of its last granule is address space another mapping may
+ * take (a foreign pointer, glibc's for one) */
+static int hz_large_beyond(const void *p, unsigned kind)
+{
+  const hz_large *L = hz_large_header(p, kind);
+  return L && L->magic == HZ_LARGE_MAGIC && (const char *)p >= L->map + L->map_len;
 }
 
 /* n bytes from p read as zero afterwards (calloc of a reused block). A cached block counts as
@@ -217,7 +241,7 @@ static void *hz_large_alloc(size_t n, size_t align)
     size_t off = align > HZ_LARGE_HDR ? align : HZ_LARGE_HDR;
     if (off < HZ_QUANTUM) off = HZ_QUANTUM;
     size_t need = hz_page_round(off + (n ? n : 1));   /* even a 0-byte block has a byte */
-    reserve = hz_segment_round(need);
+    reserve = need;
     map = NULL;
     hz_large_entry got;
     map = hz_large_cache_take(need, &got);
@@ -273,6 +297,39 @@ static void hz_large_free(hz_large *L)
   hz_os_unmap(L->map, L->map_len);
 }
 
+/* *Lp's reservation grown to `reserve` bytes: in place if the address space after it is free,
+ * else its pages move (mremap, no copy) to a new one, and *Lp with them; 0 (nothing changed)
+ * if neither worked */
+static int hz_large_grow(hz_large **Lp, size_t reserve)
+{
+  hz_large *L = *Lp;
+  const size_t old_len = L->map_len, off = (size_t)(L->user - L->map);
+  char *map = L->map;
+  int saved = errno;   /* a failed attempt must not leave ENOMEM behind a success */
+  if (mremap(map, old_len, reserve, 0) != MAP_FAILED) {
+    hz_os_account((ptrdiff_t)reserve - (ptrdiff_t)old_len);
+  } else {
+    errno = saved;
+    char *to = hz_os_map_aligned(reserve, HZ_SEGMENT_SIZE);
+    if (!to) return 0;
+    /* the old range is free the moment mremap returns: its registry entries go first */
+    hz_large_register(L, HZ_KIND_NONE);
+    if (mremap(map, old_len, reserve, MREMAP_MAYMOVE | MREMAP_FIXED, to) == MAP_FAILED) {
+      errno = saved;
+      hz_large_register(L, HZ_KIND_LARGE);
+      hz_os_unmap(to, reserve);
+      return 0;
+    }
+    hz_os_account(-(ptrdiff_t)old_len);
+    L = (hz_large *)to;          /* the header moved with the pages */
+    L->map = to;
+    L->user = to + off;
+  }
+  L->map_len = reserve;
+  *Lp = L;
+  return 1;
+}
+
 /* grow or shrink a large block: in place inside its reservation; past it, the pages move
  * (mremap, no copy) to a reservation twice as large. NULL (block untouched) on failure. */
 static void *hz_large_resize(hz_large *L, size_t n)
@@ -287,29 +344,11 @@ static void *hz_large_resize(hz_large *L, size_t n)
     if (need > L->touched) L->touched = need;
     return L->user;
   }
-  size_t old_len = L->map_len, reserve = hz_segment_round(need);
-  if (reserve < 2 * old_len) reserve = 2 * old_len;
-  char *map = L->map;
-  int saved = errno;   /* a failed in-place attempt must not leave ENOMEM behind a success */
-  if (mremap(map, old_len, reserve, 0) == MAP_FAILED) {
-    errno = saved;
-    char *to = hz_os_map_aligned(reserve, HZ_SEGMENT_SIZE);
-    if (!to) return NULL;
-    /* the old range is free the moment mremap returns: its registry entries go first */
-    hz_large_register(L, HZ_KIND_NONE);
-    if (mremap(map, old_len, reserve, MREMAP_MAYMOVE | MREMAP_FIXED, to) == MAP_FAILED) {
-      hz_large_register(L, HZ_KIND_LARGE);
-      hz_os_unmap(to, reserve);
-      return NULL;
-    }
-    hz_os_account(-(ptrdiff_t)old_len);
-    L = (hz_large *)to;          /* the header moved with the pages */
-    L->map = to;
-    L->user = to + off;
-  } else {
-    hz_os_account((ptrdiff_t)reserve - (ptrdiff_t)old_len);
-  }
-  L->map_len = reserve;
+  /* twice the old reservation, so a block grown step by step moves O(log n) times; where the
+   * address space refuses that, just what is needed (glibc's mremap takes no more) */
+  const size_t twice = 2 * L->map_len;
+  if (!hz_large_grow(&L, need > twice ? need : twice) && (need >= twice || !hz_large_grow(&L, need)))
+    return NULL;
   hz_large_register(L, HZ_KIND_LARGE);   /* the granules it grew into, or all at its new place */
   HZ_LARGE_LIVE((ptrdiff_t)need - (ptrdiff_t)hz_large_span(L));
   L->usable = need - off;

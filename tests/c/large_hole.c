@@ -1,0 +1,144 @@
+/* large_hole.c - a large block maps the pages it needs, no whole segments: the rest of its
+ * registry granule is address space like any other (run it under LD_PRELOAD of the library).
+ *
+ *   large_hole count SEG  : with the address space limited (RLIMIT_AS) to 256 MiB above what is
+ *                           mapped, blocks of 1 MiB and 300 KiB alternately until one fails;
+ *                           prints "count: blocks=N mib=M" (M: the MiB the blocks hold; with
+ *                           whole 4 MiB segments per block, 64 blocks and 42 MiB fitted)
+ *   large_hole foreign SEG: another mapping in the unused end of a block's last granule (SEG:
+ *                           the segment size, the registry's granule) holds a chunk laid out as
+ *                           glibc's mmapped chunks are; malloc_usable_size and free of its
+ *                           pointer must reach glibc (free unmaps it), and the block itself
+ *                           stays intact; prints "foreign: usable=U unmapped=1"
+ *   large_hole grow SEG   : a block of 1 MiB with another mapping 1.75 MiB from its start and the
+ *                           address space limited to 1 MiB more than what is mapped grows to
+ *                           1.5 MiB in place (twice its reservation fits neither there nor
+ *                           elsewhere: the growth takes just what it needs, as glibc's mremap
+ *                           does); prints "grow: moved=0 kept=1"
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+
+#include "hzcheck.h"
+
+#define KIB ((size_t)1 << 10)
+#define MIB ((size_t)1 << 20)
+#define PAGE ((size_t)4096)
+
+static size_t mapped(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0;
+    if (!f || fscanf(f, "%lu", &pages) != 1) hz_fail("cannot read /proc/self/statm");
+    fclose(f);
+    return pages * PAGE;
+}
+
+static void limit(size_t bytes)
+{
+    struct rlimit lim = {.rlim_cur = bytes, .rlim_max = RLIM_INFINITY};
+    if (setrlimit(RLIMIT_AS, &lim)) hz_fail("setrlimit");
+}
+
+/* a mapping of len bytes exactly at `at`, or NULL if any of that address space is taken */
+static char *map_at(char *at, size_t len)
+{
+    char *m = mmap(at, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (m != MAP_FAILED && m != at) hz_fail("MAP_FIXED_NOREPLACE ignored (kernel older than 4.17)");
+    return m == MAP_FAILED ? NULL : m;
+}
+
+/* how many bytes of free address space follow `at`, looking no further than `most` */
+static size_t free_after(char *at, size_t most)
+{
+    size_t n = 0;
+    for (char *m; n < most && (m = map_at(at + n, PAGE)); n += PAGE) munmap(m, PAGE);
+    return n;
+}
+
+/* the end of the pages a large block of n bytes at p maps (its header is in its first page) */
+static char *block_end(char *p, size_t n) { return (char *)(((uintptr_t)p + n + PAGE - 1) & ~(uintptr_t)(PAGE - 1)); }
+
+static int is_mapped(void *p) { return msync(p, PAGE, MS_ASYNC) == 0; }
+
+int main(int argc, char **argv)
+{
+    hz_prog = "large_hole";
+    const char *mode = argc > 2 ? argv[1] : "";
+    size_t seg = argc > 2 ? strtoull(argv[2], NULL, 0) : 0;
+    if (!strcmp(mode, "count")) {
+        enum { MAX = 4096 };
+        static char *blocks[MAX];
+        size_t n = 0, bytes = 0;
+        limit(mapped() + 256 * MIB);
+        for (; n < MAX; n++) {
+            size_t len = n % 2 ? 300 * KIB : MIB;
+            if (!(blocks[n] = malloc(len))) break;
+            blocks[n][len - 1] = 1;
+            bytes += len;
+        }
+        for (size_t i = 0; i < n; i++) free(blocks[i]);
+        printf("count: blocks=%zu mib=%zu\n", n, bytes / MIB);
+    } else if (!strcmp(mode, "foreign")) {
+        /* another mapping in the free end of the block's last granule: blocks whose end has no
+         * free 64 KiB (taken by older mappings) are kept aside, and another one tried */
+        char *p = NULL, *m = NULL;
+        for (int tries = 0; tries < 64 && !m; tries++) {
+            if (!(p = malloc(MIB))) hz_fail("malloc(1 MiB)");
+            char *granule_end = (char *)(((uintptr_t)p & ~(uintptr_t)(seg - 1)) + seg);
+            for (char *at = block_end(p, MIB); !m && at + 64 * KIB <= granule_end; at += 64 * KIB)
+                m = map_at(at, 64 * KIB);
+        }
+        if (!m) hz_fail("no free 64 KiB after 64 blocks (segment %zu)", seg);
+        memset(p, 7, MIB);
+        /* glibc's mmapped chunk: prev_size 0, size | IS_MMAPPED, the pointer 16 bytes in */
+        ((size_t *)m)[0] = 0;
+        ((size_t *)m)[1] = (64 * KIB) | 2;
+        void *volatile q = m + 16;   /* volatile: the compiler does not see it is mmap's */
+        size_t usable = malloc_usable_size(q);
+        free(q);
+        int gone = !is_mapped(m);
+        if (!gone) munmap(m, 64 * KIB);
+        for (size_t i = 0; i < MIB; i++)
+            if (p[i] != 7) hz_fail("the block changed at %zu", i);
+        printf("foreign: usable=%zu unmapped=%d\n", usable, gone);
+    } else if (!strcmp(mode, "grow")) {
+        /* a block with room to grow to 1.5 MiB in place but not to twice its size (a page
+         * mapped at 1.75 MiB, if nothing is there already): blocks without that room are kept
+         * aside, and another one tried */
+        char *p = NULL, *guard = NULL;
+        for (int tries = 0; tries < 64; tries++, p = NULL) {
+            if (!(p = malloc(MIB))) hz_fail("malloc(1 MiB)");
+            char *start = (char *)((uintptr_t)p & ~(uintptr_t)(PAGE - 1)), *end = block_end(p, MIB);
+            char *wall = start + 7 * MIB / 4;
+            size_t room = free_after(end, (size_t)(wall - end));
+            if (end + room < block_end(p, 3 * MIB / 2)) continue;
+            if (end + room == wall) guard = map_at(wall, PAGE);
+            break;
+        }
+        if (!p) hz_fail("no block with 0.5 MiB free after it in 64 tries");
+        memset(p, 5, MIB);
+        const uintptr_t was = (uintptr_t)p;
+        limit(mapped() + MIB);
+        errno = 0;
+        char *q = realloc(p, 3 * MIB / 2);
+        if (!q) hz_fail("realloc to 1.5 MiB failed: errno %d", errno);
+        limit(RLIM_INFINITY);
+        int kept = 1;
+        for (size_t i = 0; i < MIB; i++) kept &= q[i] == 5;
+        memset(q + MIB, 6, MIB / 2);
+        free(q);
+        if (guard) munmap(guard, PAGE);
+        printf("grow: moved=%d kept=%d\n", (uintptr_t)q != was, kept);
+    } else {
+        hz_fail("usage: large_hole count|foreign|grow SEGMENT_SIZE");
+    }
+    return 0;
+}
