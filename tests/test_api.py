@@ -356,18 +356,23 @@ def test_many_blocks_distinct_and_intact(lib):
 def test_mallinfo2_says_what_is_in_use(lib):
     """mallinfo2 in glibc's terms: the large blocks as mmapped bytes (hblkhd), the slab units the
     heaps hold as the heap's bytes in use (uordblks, at least the live small bytes), the rest of
-    what is mapped as free (fordblks); it reported zeros there before."""
+    what is mapped as free (fordblks), the live large blocks (hblks); it reported zeros there
+    before."""
+    before = lib.mallinfo2()
     big = lib.malloc(8 << 20)
     small = [lib.malloc(1000) for _ in range(20000)]
     mid = lib.mallinfo2()
     assert mid.hblkhd >= 8 << 20
+    assert mid.hblks == before.hblks + 1
     assert mid.uordblks >= 20000 * 1000
     assert mid.arena == mid.uordblks + mid.fordblks
     assert mid.usmblks >= mid.arena + mid.hblkhd
     lib.free(big)
     for p in small:
         lib.free(p)
-    assert lib.mallinfo2().hblkhd <= mid.hblkhd - (8 << 20)
+    after = lib.mallinfo2()
+    assert after.hblkhd <= mid.hblkhd - (8 << 20)
+    assert after.hblks == before.hblks
 
 
 def test_trim_and_mallopt_are_harmless(lib):

@@ -24,7 +24,15 @@ typedef struct hz_large {
   unsigned kind;      /* HZ_KIND_LARGE (segment-aligned reservation) or HZ_KIND_LARGE_HI */
 } hz_large;
 
-static _Atomic(uint64_t) hz_large_mapped_count, hz_large_released_count;
+static _Atomic(uint64_t) hz_large_mapped_count, hz_large_released_count;   /* stats (0 in a fork child) */
+static _Atomic(size_t) hz_large_live_blocks;   /* large and aligned-pool blocks live (mallinfo2) */
+
+/* a large or aligned-pool block was handed out (+1) or freed (-1) */
+static void hz_large_count(int delta)
+{
+  atomic_fetch_add_explicit(delta > 0 ? &hz_large_mapped_count : &hz_large_released_count, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&hz_large_live_blocks, (size_t)(ptrdiff_t)delta, memory_order_relaxed);
+}
 
 static size_t hz_segment_round(size_t n) { return (n + HZ_SEGMENT_SIZE - 1) & ~(HZ_SEGMENT_SIZE - 1); }
 
@@ -361,7 +369,7 @@ static void *hz_large_alloc(size_t n, size_t align)
   L->user = user;
   hz_large_register(L, kind);
   HZ_LARGE_LIVE((ptrdiff_t)hz_large_span(L));
-  atomic_fetch_add_explicit(&hz_large_mapped_count, 1, memory_order_relaxed);
+  hz_large_count(1);
   return user;
 }
 
@@ -370,7 +378,7 @@ static void hz_large_free(hz_large *L)
   hz_large_register(L, HZ_KIND_NONE);
   L->magic = 0;
   HZ_LARGE_LIVE(-(ptrdiff_t)hz_large_span(L));
-  atomic_fetch_add_explicit(&hz_large_released_count, 1, memory_order_relaxed);
+  hz_large_count(-1);
   if (L->kind == HZ_KIND_LARGE) { hz_large_cache_put(L->map, L->map_len, L->touched); return; }
   hz_os_unmap(L->map, L->map_len);
 }
@@ -532,7 +540,7 @@ static void *hz_pool_alloc(size_t n, unsigned shift)
   if (trim) {
     hz_purge_counted(p + usable, trim);   /* the slot is ours: no lock needed */
   }
-  atomic_fetch_add_explicit(&hz_large_mapped_count, 1, memory_order_relaxed);
+  hz_large_count(1);
   return p;
 }
 
@@ -607,7 +615,7 @@ static void hz_pool_free(void *p, unsigned kind)
   int drop = hz_pool_region_drop(R, shift);
   hz_lock_release(&hz_pool_lock);
   if (drop) hz_os_unmap(hz_pool_base(R), hz_pool_region_size(shift));
-  atomic_fetch_add_explicit(&hz_large_released_count, 1, memory_order_relaxed);
+  hz_large_count(-1);
 }
 
 /* a live pool block's usable bytes, 0 for any other pointer of a pool region */

@@ -349,7 +349,8 @@ HZ_API struct mallinfo2 HZ_FN(mallinfo2)(void)
 {
   /* glibc's split, approximately: its heap is our mappings but the large blocks' (arena), of
    * it in use the slab units heaps hold, free blocks in their caches included (uordblks), the
-   * rest free (fordblks); its mmapped chunks are our large blocks (hblkhd) */
+   * rest free (fordblks); its mmapped chunks are our large and aligned-pool blocks (hblks, and
+   * the large ones' bytes: hblkhd) */
   struct mallinfo2 mi;
   memset(&mi, 0, sizeof mi);
   size_t mapped = atomic_load(&hz_os_bytes_mapped), large = atomic_load(&hz_large_live_bytes);
@@ -358,6 +359,7 @@ HZ_API struct mallinfo2 HZ_FN(mallinfo2)(void)
   mi.uordblks = slabs < mi.arena ? slabs : mi.arena;
   mi.fordblks = mi.arena - mi.uordblks;
   mi.hblkhd = large;
+  mi.hblks = atomic_load(&hz_large_live_blocks);
   mi.usmblks = atomic_load(&hz_os_bytes_peak);
   return mi;
 }
