@@ -570,6 +570,30 @@ def test_foreign_mapping_beside_a_large_block_stays_foreign(built, model, plain_
     assert out == f"foreign: usable={64 * 1024 - 16} unmapped=1\n"
 
 
+def test_foreign_pointer_beside_a_large_block_while_the_block_churns(built, model, plain_programs):
+    """The foreign pointer beside a large block stays foreign while another thread frees and
+    allocates that block over and over: the registry alone tells (a version that read the
+    block's header for it answered malloc_usable_size with 0 about 1800 times in 2 s, dropped
+    frees, and could crash on a header just unmapped)."""
+    if model.checks["foreign_free"] != "passthrough":
+        pytest.skip("foreign pointers are dropped or fail fast in this spec")
+    needs_threads(model)
+    out = run([plain_programs["large_hole"], "race", model.segment], env=preload_env(built))
+    assert out == "race: wrong=0 unmapped=1\n"
+
+
+def test_a_cached_large_block_grows_in_place_for_a_larger_request(built, model, plain_programs):
+    """2000 rounds of malloc(1 MiB + i KiB), touch, free: the cached block, too small by a
+    little each time, grows in place instead of a new mapping (before: a new mapping and its
+    page faults in 500 of the rounds)."""
+    if model.large["release"] != "cache":
+        pytest.skip("no large cache: every large block is a fresh mapping (as glibc's)")
+    out = run([plain_programs["large_hole"], "regrow", model.segment], env=preload_env(built))
+    m = re.fullmatch(r"regrow: moved=(\d+)\n", out)
+    assert m, out
+    assert int(m.group(1)) <= 20, out
+
+
 def test_large_block_grows_by_what_it_needs_when_twice_does_not_fit(built, model, plain_programs):
     """realloc of a large block under a tight address-space limit, with another mapping 1.75 MiB
     from the block's start: doubling the reservation fits neither in place nor elsewhere, so the

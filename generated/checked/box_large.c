@@ -9,10 +9,11 @@
 #define HZ_LARGE_HDR 64u
 
 /* A large block's reservation starts at a segment boundary (the registry finds its header
- * there) and maps the pages it needs, no more: the rest of its last granule stays free address
- * space (a reservation of whole segments took 4 MiB of it per block: under `ulimit -v` 226
- * blocks of 1 MiB fitted where glibc fits 970). realloc grows it in place while the address
- * space after it is free, else moves its pages (mremap, no copy), doubling the reservation. */
+ * there) and maps what it needs in units of a 64th of a segment, no more: the rest of its last
+ * granule stays free address space (a reservation of whole segments took 4 MiB of it per block:
+ * under `ulimit -v` of 256 MiB, 41 MiB of 1 MiB and 300 KiB blocks fitted, glibc's 254).
+ * realloc grows it in place while the address space after it is free, else moves its pages
+ * (mremap, no copy), doubling the reservation. */
 typedef struct hz_large {
   uint64_t magic;
   char *map;          /* start of the reservation */
@@ -35,6 +36,8 @@ static void hz_large_count(int delta)
 }
 
 static size_t hz_segment_round(size_t n) { return (n + HZ_SEGMENT_SIZE - 1) & ~(HZ_SEGMENT_SIZE - 1); }
+/* the reservation of a large block whose mapping needs n bytes: whole registry units */
+static size_t hz_large_round(size_t n) { return (n + HZ_LARGE_UNIT - 1) & ~(size_t)(HZ_LARGE_UNIT - 1); }
 
 /* bytes from its mapping's start a block may use: the header's offset and the usable size */
 static size_t hz_large_span(const hz_large *L) { return (size_t)(L->user - L->map) + L->usable; }
@@ -147,24 +150,42 @@ static size_t hz_large_fit(const hz_large_entry *e, size_t len)
   return e->touched >= len ? e->touched - len : (SIZE_MAX / 2) + (len - e->touched);
 }
 
+static void hz_large_cache_put(char *map, size_t len, size_t touched);
+
 /* the cached reservation that fits a request of len bytes best, or NULL; among equals the
- * newest (its pages are the warmest, nothing moves, and the oldest are left to decay) */
+ * newest (its pages are the warmest, nothing moves, and the oldest are left to decay). When
+ * none is large enough, the largest grows in place if the address space after it is free
+ * (reservations are exact: a buffer freed and asked for again a little larger missed 500 times
+ * in 2000, each miss a mapping and its page faults); if not, it goes back to the cache */
 static char *hz_large_cache_take(size_t len, hz_large_entry *got)
 {
   char *map = NULL;
   hz_lock_acquire(&hz_large_lock);
-  unsigned best = HZ_LARGE_CACHE_ENTRIES;
+  unsigned best = HZ_LARGE_CACHE_ENTRIES, largest = HZ_LARGE_CACHE_ENTRIES;
   size_t best_fit = SIZE_MAX;
   for (unsigned i = 0; i < hz_large_cached; i++) {
     size_t fit = hz_large_fit(&hz_large_cache[i], len);
     if (fit != SIZE_MAX && fit <= best_fit) { best = i; best_fit = fit; }   /* ties: the newest */
+    if (largest == HZ_LARGE_CACHE_ENTRIES || hz_large_cache[i].len >= hz_large_cache[largest].len) largest = i;
   }
-  if (best < HZ_LARGE_CACHE_ENTRIES) {
-    *got = hz_large_cache[best];
+  const unsigned take = best < HZ_LARGE_CACHE_ENTRIES ? best : largest;
+  if (take < HZ_LARGE_CACHE_ENTRIES) {
+    *got = hz_large_cache[take];
     map = got->map;
-    hz_large_cache_drop(best, 1);
+    hz_large_cache_drop(take, 1);
   }
   hz_lock_release(&hz_large_lock);
+  if (map && got->len < len) {
+    const size_t grown = hz_large_round(len);
+    int saved = errno;
+    if (mremap(map, got->len, grown, 0) == MAP_FAILED) {
+      errno = saved;
+      hz_large_cache_put(map, got->len, got->touched);
+      return NULL;
+    }
+    hz_os_account((ptrdiff_t)grown - (ptrdiff_t)got->len);
+    got->len = grown;
+  }
   return map;
 }
 
@@ -235,7 +256,7 @@ static int hz_large_cache_empty(void)
 static hz_large *hz_large_header(const void *p, unsigned kind)
 {
   uintptr_t g = (uintptr_t)p & ~(HZ_SEGMENT_SIZE - 1);
-  while (kind == HZ_KIND_LARGE_BODY) {   /* its granule starts with the program's data */
+  while ((kind = hz_large_kind(kind)) == HZ_KIND_LARGE_BODY) {   /* it starts with the program's data */
     g -= HZ_SEGMENT_SIZE;
     kind = hz_kind_of((const void *)g);
   }
@@ -248,18 +269,9 @@ static hz_large *hz_large_header(const void *p, unsigned kind)
  * handed out (inside the block) */
 static hz_large *hz_large_of(const void *p, unsigned kind)
 {
-  if (kind == HZ_KIND_LARGE_BODY) return NULL;    /* a block's pointer is in its first granule */
+  if (hz_large_kind(kind) == HZ_KIND_LARGE_BODY) return NULL;    /* a block's pointer is in its first granule */
   hz_large *L = hz_large_header(p, kind);
   return (L && L->magic == HZ_LARGE_MAGIC && L->user == (const char *)p) ? L : NULL;
-}
-
-/* p is in a large block's registry granules but past the end of its mapping: a block maps only
- * the pages it needs, so the rest of its last granule is address space another mapping may
- * take (a foreign pointer, glibc's for one) */
-static int hz_large_beyond(const void *p, unsigned kind)
-{
-  const hz_large *L = hz_large_header(p, kind);
-  return L && L->magic == HZ_LARGE_MAGIC && (const char *)p >= L->map + L->map_len;
 }
 
 /* n bytes from p read as zero afterwards (calloc of a reused block). A cached block counts as
@@ -302,12 +314,17 @@ static void hz_large_trim(hz_large *L, size_t need, size_t slack)
 
 /* the registry entries of L's reservation: `kind` for the granule of its pointer, LARGE_BODY
  * for every later one (a pointer into the body is never taken for a foreign one and handed to
- * glibc); HZ_KIND_NONE clears them all */
+ * glibc), the last one's with the units its mapping covers if not all; HZ_KIND_NONE clears them
+ * all. The later granules first: a reader that finds the header's granule finds them set up */
 static void hz_large_register(const hz_large *L, unsigned kind)
 {
-  char *g = (char *)((uintptr_t)L->user & ~(HZ_SEGMENT_SIZE - 1));
-  hz_kind_set(g, g + HZ_SEGMENT_SIZE, kind);
-  hz_kind_set(g + HZ_SEGMENT_SIZE, L->map + L->map_len, kind == HZ_KIND_NONE ? HZ_KIND_NONE : HZ_KIND_LARGE_BODY);
+  char *g = (char *)((uintptr_t)L->user & ~(HZ_SEGMENT_SIZE - 1)), *end = L->map + L->map_len;
+  if (kind == HZ_KIND_NONE) { hz_kind_set(g, end, HZ_KIND_NONE); return; }
+  char *last = (char *)((uintptr_t)(end - 1) & ~(HZ_SEGMENT_SIZE - 1));
+  const unsigned units = (unsigned)((size_t)(end - last) / HZ_LARGE_UNIT);   /* 64: all of it */
+  hz_kind_set(g + HZ_SEGMENT_SIZE, last, HZ_KIND_LARGE_BODY);
+  if (last != g) hz_kind_set(last, end, units == 64 ? HZ_KIND_LARGE_BODY : HZ_KIND_LARGE_BODY_END + units);
+  hz_kind_set(g, g + 1, last != g || units == 64 ? kind : HZ_KIND_LARGE_END + units);
 }
 
 static void *hz_large_alloc(size_t n, size_t align)
@@ -327,7 +344,7 @@ static void *hz_large_alloc(size_t n, size_t align)
     size_t off = align > HZ_LARGE_HDR ? align : HZ_LARGE_HDR;
     if (off < HZ_QUANTUM) off = HZ_QUANTUM;
     size_t need = hz_page_round(off + (n ? n : 1));   /* even a 0-byte block has a byte */
-    reserve = need;
+    reserve = hz_large_round(need);
     map = NULL;
     hz_large_entry got;
     map = hz_large_cache_take(need, &got);
@@ -416,8 +433,9 @@ static int hz_large_grow(hz_large **Lp, size_t reserve)
   return 1;
 }
 
-/* grow or shrink a large block: in place inside its reservation; past it, the pages move
- * (mremap, no copy) to a reservation twice as large. NULL (block untouched) on failure. */
+/* grow or shrink a large block: in place inside its reservation; past it, the reservation
+ * doubles (in place, or its pages move: mremap, no copy), or grows by what is needed where the
+ * address space refuses that. NULL (block untouched) on failure. */
 static void *hz_large_resize(hz_large *L, size_t n)
 {
   if (L->kind != HZ_KIND_LARGE || n > (size_t)PTRDIFF_MAX - 4 * HZ_SEGMENT_SIZE) return NULL;
@@ -432,8 +450,8 @@ static void *hz_large_resize(hz_large *L, size_t n)
   }
   /* twice the old reservation, so a block grown step by step moves O(log n) times; where the
    * address space refuses that, just what is needed (glibc's mremap takes no more) */
-  const size_t twice = 2 * L->map_len;
-  if (!hz_large_grow(&L, need > twice ? need : twice) && (need >= twice || !hz_large_grow(&L, need)))
+  const size_t twice = 2 * L->map_len, least = hz_large_round(need);
+  if (!hz_large_grow(&L, least > twice ? least : twice) && (least >= twice || !hz_large_grow(&L, least)))
     return NULL;
   hz_large_register(L, HZ_KIND_LARGE);   /* the granules it grew into, or all at its new place */
   HZ_LARGE_LIVE((ptrdiff_t)need - (ptrdiff_t)hz_large_span(L));

@@ -97,11 +97,26 @@ _Static_assert(sizeof(hz_segment) <= HZ_HEADER_UNITS * HZ_SLAB_SIZE, "segment he
 /* ---- the registry: what each segment-sized piece of the address space is */
 enum { HZ_KIND_NONE = 0, HZ_KIND_SMALL = 1, HZ_KIND_LARGE = 2, HZ_KIND_LARGE_HI = 3, HZ_KIND_SMALL_ALT = 4,
        HZ_KIND_LARGE_BODY = 5 /* a later granule of a large block: never a foreign pointer */ };
-HZ_INLINE int hz_is_large(unsigned kind)
-{ return kind == HZ_KIND_LARGE || kind == HZ_KIND_LARGE_HI || kind == HZ_KIND_LARGE_BODY; }
 /* a region of the aligned pool: the kind is HZ_KIND_POOL + log2 of the region's alignment */
 #define HZ_KIND_POOL 32u
-HZ_INLINE int hz_is_pool(unsigned kind) { return kind >= HZ_KIND_POOL; }
+/* A large block maps whole units of a 64th of a segment, no more: the granule its mapping ends
+ * in has kind HZ_KIND_LARGE_END (its first granule, the header's) or HZ_KIND_LARGE_BODY_END (a
+ * later one) + the units it covers (1..63); past them the granule is address space another
+ * mapping may take (a foreign pointer), which the registry alone tells, with no read of a
+ * header another thread may be unmapping */
+#define HZ_LARGE_UNIT (HZ_SEGMENT_SIZE / 64u)
+#define HZ_KIND_LARGE_END 64u
+#define HZ_KIND_LARGE_BODY_END 128u
+_Static_assert(HZ_LARGE_UNIT >= HZ_OS_PAGE, "a large unit is whole pages");
+HZ_INLINE int hz_is_large(unsigned kind)
+{ return kind == HZ_KIND_LARGE || kind == HZ_KIND_LARGE_HI || kind == HZ_KIND_LARGE_BODY || kind >= HZ_KIND_LARGE_END; }
+/* a large block's granule kind without the end of its mapping */
+HZ_INLINE unsigned hz_large_kind(unsigned kind)
+{ return kind >= HZ_KIND_LARGE_BODY_END ? HZ_KIND_LARGE_BODY : kind >= HZ_KIND_LARGE_END ? HZ_KIND_LARGE : kind; }
+/* p, in a large block's granule of registry kind `kind`, lies past the block's mapping */
+HZ_INLINE int hz_large_beyond(const void *p, unsigned kind)
+{ return kind >= HZ_KIND_LARGE_END && ((uintptr_t)p & (HZ_SEGMENT_SIZE - 1)) >= (kind & 63u) * HZ_LARGE_UNIT; }
+HZ_INLINE int hz_is_pool(unsigned kind) { return kind >= HZ_KIND_POOL && kind < HZ_KIND_LARGE_END; }
 /* Slabs of the first class range live in HZ_KIND_SMALL segments, the other ranges' in
  * HZ_KIND_SMALL_ALT ones: free's inline path serves the first range with no range dispatch,
  * the others take one out-of-line step. */

@@ -1,5 +1,6 @@
-/* large_hole.c - a large block maps the pages it needs, no whole segments: the rest of its
- * registry granule is address space like any other (run it under LD_PRELOAD of the library).
+/* large_hole.c - a large block maps what it needs (units of a 64th of a segment), not whole
+ * segments: the rest of its last registry granule is address space like any other (run it under
+ * LD_PRELOAD of the library).
  *
  *   large_hole count SEG  : with the address space limited (RLIMIT_AS) to 256 MiB above what is
  *                           mapped, blocks of 1 MiB and 300 KiB alternately until one fails;
@@ -10,6 +11,15 @@
  *                           glibc's mmapped chunks are; malloc_usable_size and free of its
  *                           pointer must reach glibc (free unmaps it), and the block itself
  *                           stays intact; prints "foreign: usable=U unmapped=1"
+ *   large_hole race SEG   : as foreign, while another thread frees and allocates the block over
+ *                           and over (from the large cache, or mapped anew): for
+ *                           1..2 s, malloc_usable_size of the foreign pointer must stay glibc's, and its
+ *                           free must then reach glibc (a version that read the block's header
+ *                           to tell answered 0 thousands of times, or crashed reading a header
+ *                           just unmapped); prints "race: wrong=0 unmapped=1"
+ *   large_hole regrow SEG : 2000 times malloc(1 MiB + i KiB), 64 KiB written, free: with a large
+ *                           cache the block stays where it is (a cached block too small grows in
+ *                           place); prints "regrow: moved=N" (N: times the address changed)
  *   large_hole grow SEG   : a block of 1 MiB with another mapping 1.75 MiB from its start and the
  *                           address space limited to 1 MiB more than what is mapped grows to
  *                           1.5 MiB in place (twice its reservation fits neither there nor
@@ -25,6 +35,10 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 
 #include "hzcheck.h"
 
@@ -63,10 +77,49 @@ static size_t free_after(char *at, size_t most)
     return n;
 }
 
-/* the end of the pages a large block of n bytes at p maps (its header is in its first page) */
-static char *block_end(char *p, size_t n) { return (char *)(((uintptr_t)p + n + PAGE - 1) & ~(uintptr_t)(PAGE - 1)); }
+/* the end of the mapping of a large block of n bytes at p: its header is in its first page,
+ * and it maps units of a 64th of a segment */
+static char *block_end(char *p, size_t n, size_t seg)
+{
+    size_t unit = seg / 64;
+    return (char *)(((uintptr_t)p + n + unit - 1) & ~(uintptr_t)(unit - 1));
+}
 
 static int is_mapped(void *p) { return msync(p, PAGE, MS_ASYNC) == 0; }
+
+/* a 1 MiB block, and a 64 KiB mapping in the free end of its last granule holding a chunk laid
+ * out as glibc's mmapped chunks are (prev_size 0, size | IS_MMAPPED, the pointer 16 bytes in);
+ * blocks whose end has no free 64 KiB (taken by older mappings) are kept aside, another tried */
+static char *block_and_foreign(size_t seg, char **chunk)
+{
+    char *p = NULL, *m = NULL;
+    for (int tries = 0; tries < 64 && !m; tries++) {
+        if (!(p = malloc(MIB))) hz_fail("malloc(1 MiB)");
+        char *granule_end = (char *)(((uintptr_t)p & ~(uintptr_t)(seg - 1)) + seg);
+        for (char *at = block_end(p, MIB, seg); !m && at + 64 * KIB <= granule_end; at += 64 * KIB)
+            m = map_at(at, 64 * KIB);
+    }
+    if (!m) hz_fail("no free 64 KiB after 64 blocks (segment %zu)", seg);
+    ((size_t *)m)[0] = 0;
+    ((size_t *)m)[1] = (64 * KIB) | 2;
+    *chunk = m;
+    return p;
+}
+
+static atomic_int churning = 1;
+
+/* frees and allocates a block of 1 MiB until told to stop */
+static void *churn(void *block)
+{
+    char *volatile p = block;
+    while (atomic_load_explicit(&churning, memory_order_relaxed)) {
+        free(p);
+        if (!(p = malloc(MIB))) hz_fail("malloc(1 MiB) in the churn");
+        p[0] = 1;
+    }
+    free(p);
+    return NULL;
+}
 
 int main(int argc, char **argv)
 {
@@ -87,20 +140,8 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < n; i++) free(blocks[i]);
         printf("count: blocks=%zu mib=%zu\n", n, bytes / MIB);
     } else if (!strcmp(mode, "foreign")) {
-        /* another mapping in the free end of the block's last granule: blocks whose end has no
-         * free 64 KiB (taken by older mappings) are kept aside, and another one tried */
-        char *p = NULL, *m = NULL;
-        for (int tries = 0; tries < 64 && !m; tries++) {
-            if (!(p = malloc(MIB))) hz_fail("malloc(1 MiB)");
-            char *granule_end = (char *)(((uintptr_t)p & ~(uintptr_t)(seg - 1)) + seg);
-            for (char *at = block_end(p, MIB); !m && at + 64 * KIB <= granule_end; at += 64 * KIB)
-                m = map_at(at, 64 * KIB);
-        }
-        if (!m) hz_fail("no free 64 KiB after 64 blocks (segment %zu)", seg);
+        char *m, *p = block_and_foreign(seg, &m);
         memset(p, 7, MIB);
-        /* glibc's mmapped chunk: prev_size 0, size | IS_MMAPPED, the pointer 16 bytes in */
-        ((size_t *)m)[0] = 0;
-        ((size_t *)m)[1] = (64 * KIB) | 2;
         void *volatile q = m + 16;   /* volatile: the compiler does not see it is mmap's */
         size_t usable = malloc_usable_size(q);
         free(q);
@@ -109,6 +150,32 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < MIB; i++)
             if (p[i] != 7) hz_fail("the block changed at %zu", i);
         printf("foreign: usable=%zu unmapped=%d\n", usable, gone);
+    } else if (!strcmp(mode, "race")) {
+        char *m, *p = block_and_foreign(seg, &m);
+        void *volatile q = m + 16;
+        pthread_t t;
+        if (pthread_create(&t, NULL, churn, p)) hz_fail("pthread_create");
+        long wrong = 0;
+        for (time_t end = time(NULL) + 2; time(NULL) < end;)
+            for (int i = 0; i < 10000; i++) wrong += malloc_usable_size(q) != 64 * KIB - 16;
+        free(q);
+        atomic_store(&churning, 0);
+        pthread_join(t, NULL);
+        int gone = !is_mapped(m);
+        if (!gone) munmap(m, 64 * KIB);
+        printf("race: wrong=%ld unmapped=%d\n", wrong, gone);
+    } else if (!strcmp(mode, "regrow")) {
+        uintptr_t last = 0;
+        int moved = 0;
+        for (size_t i = 0; i < 2000; i++) {
+            char *volatile p = malloc(MIB + i * KIB);
+            if (!p) hz_fail("malloc(1 MiB + %zu KiB)", i);
+            moved += (uintptr_t)p != last;
+            last = (uintptr_t)p;
+            memset(p, 1, 64 * KIB);
+            free(p);
+        }
+        printf("regrow: moved=%d\n", moved);
     } else if (!strcmp(mode, "grow")) {
         /* a block with room to grow to 1.5 MiB in place but not to twice its size (a page
          * mapped at 1.75 MiB, if nothing is there already): blocks without that room are kept
@@ -116,10 +183,10 @@ int main(int argc, char **argv)
         char *p = NULL, *guard = NULL;
         for (int tries = 0; tries < 64; tries++, p = NULL) {
             if (!(p = malloc(MIB))) hz_fail("malloc(1 MiB)");
-            char *start = (char *)((uintptr_t)p & ~(uintptr_t)(PAGE - 1)), *end = block_end(p, MIB);
+            char *start = (char *)((uintptr_t)p & ~(uintptr_t)(PAGE - 1)), *end = block_end(p, MIB, seg);
             char *wall = start + 7 * MIB / 4;
             size_t room = free_after(end, (size_t)(wall - end));
-            if (end + room < block_end(p, 3 * MIB / 2)) continue;
+            if (end + room < block_end(p, 3 * MIB / 2, seg)) continue;
             if (end + room == wall) guard = map_at(wall, PAGE);
             break;
         }
@@ -138,7 +205,7 @@ int main(int argc, char **argv)
         if (guard) munmap(guard, PAGE);
         printf("grow: moved=%d kept=%d\n", (uintptr_t)q != was, kept);
     } else {
-        hz_fail("usage: large_hole count|foreign|grow SEGMENT_SIZE");
+        hz_fail("usage: large_hole count|foreign|race|regrow|grow SEGMENT_SIZE");
     }
     return 0;
 }
