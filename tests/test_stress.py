@@ -594,6 +594,16 @@ def test_a_cached_large_block_grows_in_place_for_a_larger_request(built, model, 
     assert int(m.group(1)) <= 20, out
 
 
+def test_a_cached_block_that_cannot_grow_still_ages(built, model, plain_programs):
+    """A cached block that cannot grow in place for larger requests keeps its age: with a live
+    malloc(2 MiB) every 100 ms for 1.5 s, it still goes back to the OS delay_ms after its free
+    (before: each failed attempt put it back in the cache as new, so it never went)."""
+    if model.large["release"] != "cache" or model.backing["release"] != "delayed":
+        pytest.skip("no large cache that returns its mappings after delay_ms")
+    out = run([plain_programs["large_hole"], "stale", model.segment], env=preload_env(built))
+    assert out == "stale: unmapped=1\n"
+
+
 def test_large_block_grows_by_what_it_needs_when_twice_does_not_fit(built, model, plain_programs):
     """realloc of a large block under a tight address-space limit, with another mapping 1.75 MiB
     from the block's start: doubling the reservation fits neither in place nor elsewhere, so the

@@ -51,6 +51,7 @@ static void hz_large_live(ptrdiff_t delta) { hz_count_with_peak(&hz_large_live_b
 typedef struct {
   char *map;
   size_t len, touched;
+  int no_room;         /* it could not grow in place for a larger request: not tried again */
   uint64_t freed_ms;   /* unmapped delay_ms later (by the purger, or by a slow path without it) */
 } hz_large_entry;
 static hz_lock hz_large_lock;
@@ -150,13 +151,12 @@ static size_t hz_large_fit(const hz_large_entry *e, size_t len)
   return e->touched >= len ? e->touched - len : (SIZE_MAX / 2) + (len - e->touched);
 }
 
-static void hz_large_cache_put(char *map, size_t len, size_t touched);
-
 /* the cached reservation that fits a request of len bytes best, or NULL; among equals the
  * newest (its pages are the warmest, nothing moves, and the oldest are left to decay). When
  * none is large enough, the largest grows in place if the address space after it is free
  * (reservations are exact: a buffer freed and asked for again a little larger missed 500 times
- * in 2000, each miss a mapping and its page faults); if not, it goes back to the cache */
+ * in 2000, each miss a mapping and its page faults); tried under the lock, so a failure leaves
+ * the entry where it was, with its age, marked not to be tried again */
 static char *hz_large_cache_take(size_t len, hz_large_entry *got)
 {
   char *map = NULL;
@@ -164,28 +164,30 @@ static char *hz_large_cache_take(size_t len, hz_large_entry *got)
   unsigned best = HZ_LARGE_CACHE_ENTRIES, largest = HZ_LARGE_CACHE_ENTRIES;
   size_t best_fit = SIZE_MAX;
   for (unsigned i = 0; i < hz_large_cached; i++) {
-    size_t fit = hz_large_fit(&hz_large_cache[i], len);
+    const hz_large_entry *e = &hz_large_cache[i];
+    size_t fit = hz_large_fit(e, len);
     if (fit != SIZE_MAX && fit <= best_fit) { best = i; best_fit = fit; }   /* ties: the newest */
-    if (largest == HZ_LARGE_CACHE_ENTRIES || hz_large_cache[i].len >= hz_large_cache[largest].len) largest = i;
+    if (!e->no_room && (largest == HZ_LARGE_CACHE_ENTRIES || e->len >= hz_large_cache[largest].len)) largest = i;
   }
-  const unsigned take = best < HZ_LARGE_CACHE_ENTRIES ? best : largest;
-  if (take < HZ_LARGE_CACHE_ENTRIES) {
-    *got = hz_large_cache[take];
-    map = got->map;
-    hz_large_cache_drop(take, 1);
-  }
-  hz_lock_release(&hz_large_lock);
-  if (map && got->len < len) {
+  if (best == HZ_LARGE_CACHE_ENTRIES && largest < HZ_LARGE_CACHE_ENTRIES) {
+    hz_large_entry *e = &hz_large_cache[largest];
     const size_t grown = hz_large_round(len);
     int saved = errno;
-    if (mremap(map, got->len, grown, 0) == MAP_FAILED) {
+    if (mremap(e->map, e->len, grown, 0) != MAP_FAILED) {   /* no pages move: quick */
+      hz_os_account((ptrdiff_t)grown - (ptrdiff_t)e->len);
+      e->len = grown;
+      best = largest;
+    } else {
       errno = saved;
-      hz_large_cache_put(map, got->len, got->touched);
-      return NULL;
+      e->no_room = 1;
     }
-    hz_os_account((ptrdiff_t)grown - (ptrdiff_t)got->len);
-    got->len = grown;
   }
+  if (best < HZ_LARGE_CACHE_ENTRIES) {
+    *got = hz_large_cache[best];
+    map = got->map;
+    hz_large_cache_drop(best, 1);
+  }
+  hz_lock_release(&hz_large_lock);
   return map;
 }
 

@@ -119,6 +119,7 @@ HZ_INLINE unsigned hz_large_kind(unsigned kind)
 HZ_INLINE int hz_large_beyond(const void *p, unsigned kind)
 { return kind >= HZ_KIND_LARGE_END && ((uintptr_t)p & (HZ_SEGMENT_SIZE - 1)) >= (kind & 63u) * HZ_LARGE_UNIT; }
 HZ_INLINE int hz_is_pool(unsigned kind) { return kind >= HZ_KIND_POOL && kind < HZ_KIND_LARGE_END; }
+_Static_assert(HZ_KIND_POOL + HZ_POOL_MAX_SHIFT < HZ_KIND_LARGE_END, "pool kinds below the large ends");
 /* Slabs of the first class range live in HZ_KIND_SMALL segments, the other ranges' in
  * HZ_KIND_SMALL_ALT ones: free's inline path serves the first range with no range dispatch,
  * the others take one out-of-line step. */

@@ -20,6 +20,13 @@
  *   large_hole regrow SEG : 2000 times malloc(1 MiB + i KiB), 64 KiB written, free: with a large
  *                           cache the block stays where it is (a cached block too small grows in
  *                           place); prints "regrow: moved=N" (N: times the address changed)
+ *   large_hole stale SEG  : a freed 1 MiB block cached with another mapping right after it, then
+ *                           for 1.5 s a live malloc(2 MiB) every 100 ms (the cached block cannot
+ *                           grow in place for it) and small-block traffic (slow paths that
+ *                           return what is due): the cached block must still go back to the
+ *                           OS delay_ms after its free (a version that put it back in the cache
+ *                           after each failed growth made it new again every time, for good);
+ *                           prints "stale: unmapped=1"
  *   large_hole grow SEG   : a block of 1 MiB with another mapping 1.75 MiB from its start and the
  *                           address space limited to 1 MiB more than what is mapped grows to
  *                           1.5 MiB in place (twice its reservation fits neither there nor
@@ -176,6 +183,25 @@ int main(int argc, char **argv)
             free(p);
         }
         printf("regrow: moved=%d\n", moved);
+    } else if (!strcmp(mode, "stale")) {
+        char *p = malloc(MIB);
+        if (!p) hz_fail("malloc(1 MiB)");
+        char *start = (char *)((uintptr_t)p & ~(uintptr_t)(PAGE - 1));
+        char *guard = map_at(block_end(p, MIB, seg), PAGE);   /* NULL: taken already, as good */
+        free(p);
+        enum { ROUNDS = 15, SMALL = 4096 };
+        static void *big[ROUNDS], *small[SMALL];
+        for (int r = 0; r < ROUNDS; r++) {
+            if (!(big[r] = malloc(2 * MIB))) hz_fail("malloc(2 MiB)");
+            for (int i = 0; i < SMALL; i++)
+                if (!(small[i] = malloc(512))) hz_fail("malloc(512)");
+            for (int i = 0; i < SMALL; i++) free(small[i]);
+            nanosleep(&(struct timespec){.tv_nsec = 100000000}, NULL);
+        }
+        int gone = !is_mapped(start);
+        for (int r = 0; r < ROUNDS; r++) free(big[r]);
+        if (guard) munmap(guard, PAGE);
+        printf("stale: unmapped=%d\n", gone);
     } else if (!strcmp(mode, "grow")) {
         /* a block with room to grow to 1.5 MiB in place but not to twice its size (a page
          * mapped at 1.75 MiB, if nothing is there already): blocks without that room are kept
@@ -205,7 +231,7 @@ int main(int argc, char **argv)
         if (guard) munmap(guard, PAGE);
         printf("grow: moved=%d kept=%d\n", (uintptr_t)q != was, kept);
     } else {
-        hz_fail("usage: large_hole count|foreign|race|regrow|grow SEGMENT_SIZE");
+        hz_fail("usage: large_hole count|foreign|race|regrow|stale|grow SEGMENT_SIZE");
     }
     return 0;
 }
