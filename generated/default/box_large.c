@@ -253,27 +253,15 @@ static int hz_large_cache_empty(void)
   return empty;
 }
 
-/* the header of the large block whose registry granules hold p (kind: p's granule's), found at
- * the block's first granule; NULL if the registry changed meanwhile (a free racing this one) */
-static hz_large *hz_large_header(const void *p, unsigned kind)
-{
-  uintptr_t g = (uintptr_t)p & ~(HZ_SEGMENT_SIZE - 1);
-  while ((kind = hz_large_kind(kind)) == HZ_KIND_LARGE_BODY) {   /* it starts with the program's data */
-    g -= HZ_SEGMENT_SIZE;
-    kind = hz_kind_of((const void *)g);
-  }
-  if (kind == HZ_KIND_LARGE) return (hz_large *)g;
-  if (kind == HZ_KIND_LARGE_HI) return (hz_large *)(g - HZ_OS_PAGE);
-  return NULL;
-}
-
 /* the header of a large pointer (registry kind hz_is_large), or NULL when p is not the pointer
- * handed out (inside the block) */
+ * handed out (inside the block; a later granule of it starts with the program's data) */
 static hz_large *hz_large_of(const void *p, unsigned kind)
 {
-  if (hz_large_kind(kind) == HZ_KIND_LARGE_BODY) return NULL;    /* a block's pointer is in its first granule */
-  hz_large *L = hz_large_header(p, kind);
-  return (L && L->magic == HZ_LARGE_MAGIC && L->user == (const char *)p) ? L : NULL;
+  uintptr_t base = (uintptr_t)p & ~(HZ_SEGMENT_SIZE - 1);
+  kind = hz_large_kind(kind);
+  if (kind != HZ_KIND_LARGE && kind != HZ_KIND_LARGE_HI) return NULL;
+  hz_large *L = (hz_large *)(kind == HZ_KIND_LARGE ? base : base - HZ_OS_PAGE);
+  return (L->magic == HZ_LARGE_MAGIC && L->user == (const char *)p) ? L : NULL;
 }
 
 /* n bytes from p read as zero afterwards (calloc of a reused block). A cached block counts as
