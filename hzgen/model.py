@@ -95,6 +95,7 @@ class Model:
     version: str
     spec_digest: str
     threads: bool
+    entry_align: int      # alignment of malloc's and free's machine code (1: the compiler's)
     quantum: int
     small_max: int
     classes: list
@@ -259,7 +260,7 @@ def resolve(spec: Spec) -> Model:
 
     return Model(
         name=d["name"], version=__version__, spec_digest=spec.digest(),
-        threads=d["threads"], quantum=q, small_max=sc["small_max"],
+        threads=d["threads"], entry_align=d["entry_align"], quantum=q, small_max=sc["small_max"],
         classes=classes, lookup=lookup, ranges=ranges,
         segment=segment, slab=slab, header_units=header_units,
         remote=dict(d["remote_free"]), large=dict(d["large"]), backing=dict(d["backing"]),

@@ -106,6 +106,28 @@ def test_switches_leave_code_only_when_on(spec_path, model, in_repo):
     assert ("HZ_SLOW_START_BLOCKS" in files["box_front.c"]) == slow
 
 
+def test_malloc_and_free_start_at_entry_align(built, model):
+    """entry_align: the machine code of malloc and free starts at a multiple of it in both
+    libraries (64 in every shipped spec: where free fell 48 bytes into a cache line, the tiny
+    loops ran 4..9% slower)."""
+    assert model.entry_align == 64
+    for lib, names in ((built.override, ("malloc", "free")),
+                       (built.prefixed, (f"hz_{built.name}_malloc", f"hz_{built.name}_free"))):
+        dyn = subprocess.run(["nm", "-D", "--defined-only", str(lib)], capture_output=True, text=True).stdout
+        addr = {line.split()[-1]: int(line.split()[0], 16) for line in dyn.splitlines()}
+        for name in names:
+            assert addr[name] % model.entry_align == 0, (lib.name, name, hex(addr[name]))
+
+
+def test_entry_align_one_leaves_the_layout_to_the_compiler(tmp_path):
+    spec = tmp_path / "loose.yaml"
+    spec.write_text(f"extends: {REPO / 'specs' / 'default.yaml'}\nname: loose\nentry_align: 1\n")
+    _, files = render_spec(spec)
+    assert "__attribute__((aligned(" not in files["hz_api.c"]
+    _, files = render_spec(REPO / "specs" / "default.yaml")
+    assert "#define HZ_ENTRY HZ_API __attribute__((aligned(64)))" in files["hz_api.c"]
+
+
 def test_failed_render_leaves_destination_untouched(tmp_path):
     dest = tmp_path / "gen"
     R.write_tree({"a.c": "old"}, dest)
