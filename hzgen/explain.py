@@ -74,8 +74,10 @@ def _remote_text(m: Model) -> str:
 def _large_text(m: Model) -> str:
     L = m.large
     lo, hi = m.pool_shifts
-    head = (f"requests above {size_text(m.small_max)}: one segment-aligned mapping each, header in "
-            "front; ")
+    head = (f"requests above {size_text(m.small_max)}: one mapping each, starting at a segment "
+            f"boundary (header in front) and mapping what it needs in units of "
+            f"{size_text(m.segment // 64)} (the rest of its last segment-sized piece is address "
+            "space for anyone); ")
     pool = (f"; small blocks aligned beyond every class ({size_text(1 << lo)} .. "
             f"{size_text(1 << hi)}) share regions of slots (the aligned pool), larger alignments "
             "get a mapping each")
@@ -136,6 +138,8 @@ def boxes(m: Model) -> list[tuple[str, str]]:
     else:
         front = (f"one global heap (threads: false: no TLS, not thread-safe) with the cache tiers "
                  f"of every class; {len(m.classes)} classes in {nr} range{'s' * (nr > 1)}")
+    if m.entry_align > 1:
+        front += f"; malloc's and free's code starts at a multiple of {m.entry_align} bytes"
     units = m.units_per_segment
     superslab = (f"segments of {size_text(m.segment)}, aligned to their size (ptr & ~(segment-1) "
                  f"finds the header), carved into {units} slab units of {size_text(m.slab)}; "
@@ -158,7 +162,8 @@ BOUNDARY_DOC = {
     "too-large": "malloc of more than small_max",
     "foreign pointer": "free(p) whose registry kind is not small (with several class ranges: "
                        "not the first range's) -> hz_free_slow: NULL is a no-op, the other "
-                       "ranges' segments -> their tiers, large -> large box, anything else",
+                       "ranges' segments -> their tiers, large -> large box (past a large block's "
+                       "mapping, in its last segment-sized piece: foreign), anything else",
 }
 
 
