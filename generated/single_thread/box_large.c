@@ -46,7 +46,6 @@ static size_t hz_large_span(const hz_large *L) { return (size_t)(L->user - L->ma
  * mallinfo2's mmapped bytes), and the most they ever were (the cache budget) */
 static _Atomic(size_t) hz_large_live_bytes, hz_large_live_peak;
 static void hz_large_live(ptrdiff_t delta) { hz_count_with_peak(&hz_large_live_bytes, &hz_large_live_peak, delta); }
-#define HZ_LARGE_LIVE(delta) hz_large_live(delta)
 
 typedef struct {
   char *map;
@@ -131,13 +130,10 @@ static char *hz_large_cache_take(size_t len, hz_large_entry *got)
   if (best == HZ_LARGE_CACHE_ENTRIES && largest < HZ_LARGE_CACHE_ENTRIES) {
     hz_large_entry *e = &hz_large_cache[largest];
     const size_t grown = hz_large_round(len);
-    int saved = errno;
-    if (mremap(e->map, e->len, grown, 0) != MAP_FAILED) {   /* no pages move: quick */
-      hz_os_account((ptrdiff_t)grown - (ptrdiff_t)e->len);
+    if (hz_os_grow(e->map, e->len, grown)) {
       e->len = grown;
       best = largest;
     } else {
-      errno = saved;
       e->no_room = 1;
     }
   }
@@ -297,7 +293,7 @@ static void *hz_large_alloc(size_t n, size_t align)
   L->map_len = reserve;
   L->user = user;
   hz_large_register(L, kind);
-  HZ_LARGE_LIVE((ptrdiff_t)hz_large_span(L));
+  hz_large_live((ptrdiff_t)hz_large_span(L));
   hz_large_count(1);
   return user;
 }
@@ -306,7 +302,7 @@ static void hz_large_free(hz_large *L)
 {
   hz_large_register(L, HZ_KIND_NONE);
   L->magic = 0;
-  HZ_LARGE_LIVE(-(ptrdiff_t)hz_large_span(L));
+  hz_large_live(-(ptrdiff_t)hz_large_span(L));
   hz_large_count(-1);
   if (L->kind == HZ_KIND_LARGE) { hz_large_cache_put(L->map, L->map_len, L->touched); return; }
   hz_os_unmap(L->map, L->map_len);
@@ -318,24 +314,17 @@ static void hz_large_free(hz_large *L)
 static int hz_large_grow(hz_large **Lp, size_t reserve)
 {
   hz_large *L = *Lp;
-  const size_t old_len = L->map_len, off = (size_t)(L->user - L->map);
-  char *map = L->map;
-  int saved = errno;   /* a failed attempt must not leave ENOMEM behind a success */
-  if (mremap(map, old_len, reserve, 0) != MAP_FAILED) {
-    hz_os_account((ptrdiff_t)reserve - (ptrdiff_t)old_len);
-  } else {
-    errno = saved;
+  if (!hz_os_grow(L->map, L->map_len, reserve)) {
+    const size_t off = (size_t)(L->user - L->map);
     char *to = hz_os_map_aligned(reserve, HZ_SEGMENT_SIZE);
     if (!to) return 0;
     /* the old range is free the moment mremap returns: its registry entries go first */
     hz_large_register(L, HZ_KIND_NONE);
-    if (mremap(map, old_len, reserve, MREMAP_MAYMOVE | MREMAP_FIXED, to) == MAP_FAILED) {
-      errno = saved;
+    if (!hz_os_move(L->map, L->map_len, to, reserve)) {
       hz_large_register(L, HZ_KIND_LARGE);
       hz_os_unmap(to, reserve);
       return 0;
     }
-    hz_os_account(-(ptrdiff_t)old_len);
     L = (hz_large *)to;          /* the header moved with the pages */
     L->map = to;
     L->user = to + off;
@@ -355,7 +344,7 @@ static void *hz_large_resize(hz_large *L, size_t n)
   size_t need = hz_page_round(off + n);
   if (need <= L->map_len) {
     hz_large_trim(L, need, need / 4);   /* shrunk on purpose: 8 MiB -> 300 KB keeps 300 KB */
-    HZ_LARGE_LIVE((ptrdiff_t)need - (ptrdiff_t)hz_large_span(L));
+    hz_large_live((ptrdiff_t)need - (ptrdiff_t)hz_large_span(L));
     L->usable = need - off;
     if (need > L->touched) L->touched = need;
     return L->user;
@@ -366,7 +355,7 @@ static void *hz_large_resize(hz_large *L, size_t n)
   if (!hz_large_grow(&L, least > twice ? least : twice) && (least >= twice || !hz_large_grow(&L, least)))
     return NULL;
   hz_large_register(L, HZ_KIND_LARGE);   /* the granules it grew into, or all at its new place */
-  HZ_LARGE_LIVE((ptrdiff_t)need - (ptrdiff_t)hz_large_span(L));
+  hz_large_live((ptrdiff_t)need - (ptrdiff_t)hz_large_span(L));
   L->usable = need - off;
   L->touched = need;
   return L->user;

@@ -48,6 +48,26 @@ static void *hz_os_map_aligned(size_t len, size_t align)
   return p;
 }
 
+/* the mapping [p, p + len) grown to new_len where it is (the address space after it free):
+ * 1, or 0 with nothing changed and errno untouched. No page moves: quick */
+static int hz_os_grow(void *p, size_t len, size_t new_len)
+{
+  int saved = errno;
+  if (mremap(p, len, new_len, 0) == MAP_FAILED) { errno = saved; return 0; }
+  hz_os_account((ptrdiff_t)new_len - (ptrdiff_t)len);
+  return 1;
+}
+
+/* the pages of [p, p + len) moved (no copy) to the start of `to`, a mapping of ours of to_len
+ * bytes they replace: 1, or 0 with nothing changed and errno untouched */
+static int hz_os_move(void *p, size_t len, void *to, size_t to_len)
+{
+  int saved = errno;
+  if (mremap(p, len, to_len, MREMAP_MAYMOVE | MREMAP_FIXED, to) == MAP_FAILED) { errno = saved; return 0; }
+  hz_os_account(-(ptrdiff_t)len);
+  return 1;
+}
+
 /* give the pages back; the range stays mapped and reads as zero afterwards */
 static void hz_os_purge(void *p, size_t len) { madvise(p, len, MADV_DONTNEED); }
 

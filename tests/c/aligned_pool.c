@@ -173,12 +173,7 @@ static void race(void)
 
 static void rlimit(void)
 {
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long pages = 0;
-    if (!f || fscanf(f, "%lu", &pages) != 1) hz_fail("cannot read /proc/self/statm");
-    fclose(f);
-    struct rlimit lim = {.rlim_cur = pages * 4096 + 48 * MIB, .rlim_max = RLIM_INFINITY};
-    if (setrlimit(RLIMIT_AS, &lim)) hz_fail("setrlimit");
+    hz_limit_as(hz_mapped_bytes() + 48 * MIB);
     int ok = 1;
     for (int i = 0; i < 2; i++) {
         unsigned char *p = aligned_alloc(16 * MIB, 64);

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define HZ_HDR_MIN 24
@@ -269,6 +270,23 @@ static inline long hz_rss_kb(void)
     buf[n] = 0;
     const char *p = strstr(buf, "VmRSS:");
     return p ? strtol(p + 6, NULL, 10) : -1;
+}
+
+/* the address space this process has mapped (VmSize, what RLIMIT_AS counts), in bytes */
+static inline size_t hz_mapped_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0;
+    if (!f || fscanf(f, "%lu", &pages) != 1) hz_fail("cannot read /proc/self/statm");
+    fclose(f);
+    return pages * 4096;
+}
+
+/* limit the address space (RLIMIT_AS) to `bytes` (RLIM_INFINITY: lift it) */
+static inline void hz_limit_as(size_t bytes)
+{
+    struct rlimit lim = {.rlim_cur = bytes, .rlim_max = RLIM_INFINITY};
+    if (setrlimit(RLIMIT_AS, &lim)) hz_fail("setrlimit");
 }
 
 /* the calling process's threads (/proc/self/task): 2 once the allocator's purger runs */

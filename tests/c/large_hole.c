@@ -53,21 +53,6 @@
 #define MIB ((size_t)1 << 20)
 #define PAGE ((size_t)4096)
 
-static size_t mapped(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long pages = 0;
-    if (!f || fscanf(f, "%lu", &pages) != 1) hz_fail("cannot read /proc/self/statm");
-    fclose(f);
-    return pages * PAGE;
-}
-
-static void limit(size_t bytes)
-{
-    struct rlimit lim = {.rlim_cur = bytes, .rlim_max = RLIM_INFINITY};
-    if (setrlimit(RLIMIT_AS, &lim)) hz_fail("setrlimit");
-}
-
 /* a mapping of len bytes exactly at `at`, or NULL if any of that address space is taken */
 static char *map_at(char *at, size_t len)
 {
@@ -137,7 +122,7 @@ int main(int argc, char **argv)
         enum { MAX = 4096 };
         static char *blocks[MAX];
         size_t n = 0, bytes = 0;
-        limit(mapped() + 256 * MIB);
+        hz_limit_as(hz_mapped_bytes() + 256 * MIB);
         for (; n < MAX; n++) {
             size_t len = n % 2 ? 300 * KIB : MIB;
             if (!(blocks[n] = malloc(len))) break;
@@ -219,11 +204,11 @@ int main(int argc, char **argv)
         if (!p) hz_fail("no block with 0.5 MiB free after it in 64 tries");
         memset(p, 5, MIB);
         const uintptr_t was = (uintptr_t)p;
-        limit(mapped() + MIB);
+        hz_limit_as(hz_mapped_bytes() + MIB);
         errno = 0;
         char *q = realloc(p, 3 * MIB / 2);
         if (!q) hz_fail("realloc to 1.5 MiB failed: errno %d", errno);
-        limit(RLIM_INFINITY);
+        hz_limit_as(RLIM_INFINITY);
         int kept = 1;
         for (size_t i = 0; i < MIB; i++) kept &= q[i] == 5;
         memset(q + MIB, 6, MIB / 2);

@@ -39,21 +39,6 @@
 
 #define MIB ((size_t)1 << 20)
 
-static size_t mapped(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long pages = 0;
-    if (!f || fscanf(f, "%lu", &pages) != 1) hz_fail("cannot read /proc/self/statm");
-    fclose(f);
-    return pages * 4096;
-}
-
-static void limit(size_t base, size_t headroom)
-{
-    struct rlimit lim = {.rlim_cur = base + headroom, .rlim_max = RLIM_INFINITY};
-    if (setrlimit(RLIMIT_AS, &lim)) hz_fail("setrlimit");
-}
-
 /* a block of n bytes that must come, written over its length; errno stays as it was */
 static void *must_alloc(size_t n, size_t align)
 {
@@ -84,20 +69,20 @@ int main(int argc, char **argv)
 {
     hz_prog = "oom_release";
     const char *mode = argc > 1 ? argv[1] : "";
-    size_t base = mapped();
+    size_t base = hz_mapped_bytes();
     if (!strcmp(mode, "cache")) {
         cached_block();
-        limit(base, 48 * MIB);
+        hz_limit_as(base + 48 * MIB);
         free(must_alloc(34 * MIB, 0));
         printf("cache: ok=1\n");
     } else if (!strcmp(mode, "pool")) {
         free(must_alloc(100, 16 * MIB));
-        limit(base, 48 * MIB);
+        hz_limit_as(base + 48 * MIB);
         free(must_alloc(36 * MIB, 0));
         printf("pool: ok=1\n");
     } else if (!strcmp(mode, "slab")) {
         cached_block();
-        limit(base, 20 * MIB);
+        hz_limit_as(base + 20 * MIB);
         enum { N = 6 * 1024 };
         static void *blocks[N];
         for (int i = 0; i < N; i++) blocks[i] = must_alloc(1024, 0);
@@ -106,7 +91,7 @@ int main(int argc, char **argv)
     } else if (!strcmp(mode, "doomed")) {
         start_purger();
         int n = hz_thread_count(), failures = 0;
-        limit(mapped(), 80 * MIB);
+        hz_limit_as(hz_mapped_bytes() + 80 * MIB);
         for (int i = 0; i < 50; i++) {
             char *p = malloc(40 * MIB);
             if (!p) { failures++; continue; }
@@ -116,12 +101,12 @@ int main(int argc, char **argv)
         printf("doomed: threads=%d failures=%d\n", n, failures);
     } else if (!strcmp(mode, "trim")) {
         start_purger();
-        size_t before = mapped();
+        size_t before = hz_mapped_bytes();
         void *p[4];
         for (int i = 0; i < 4; i++) p[i] = must_alloc(40 * MIB, 0);
         for (int i = 0; i < 4; i++) free(p[i]);
         malloc_trim(0);
-        printf("trim: threads=%d back=%d\n", hz_thread_count(), mapped() <= before + 16 * MIB);
+        printf("trim: threads=%d back=%d\n", hz_thread_count(), hz_mapped_bytes() <= before + 16 * MIB);
     } else {
         hz_fail("usage: oom_release cache|pool|slab|doomed|trim");
     }
