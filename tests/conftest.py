@@ -91,10 +91,10 @@ def lib(built, model):
     return Lib(built, model)
 
 
-def compile_c(src: Path, out: Path, prefix_lib=None, prefix=None) -> Path:
+def compile_c(src: Path, out: Path, prefix_lib=None, prefix=None, defines=()) -> Path:
     """Compile a test program: plain (calls malloc) or against a prefixed library."""
     cmd = [os.environ.get("CC", "cc"), "-O2", "-g", "-pthread", "-Wall", "-Wextra", "-Werror",
-           "-o", str(out), str(src)]
+           *(f"-D{d}" for d in defines), "-o", str(out), str(src)]
     if prefix_lib:
         cmd[1:1] = [f"-DHZ_PREFIX={prefix}"]
         cmd += [str(prefix_lib), f"-Wl,-rpath,{prefix_lib.parent}"]

@@ -22,7 +22,9 @@ def plain_programs(tmp_path_factory):
             for name in ("stress", "forktest", "churn", "orphan", "purger", "purge_unlocked",
                          "large_unmap", "large_churn", "dlclose", "large_memory", "key_dtor",
                          "aligned_pool", "key_late", "owner_token", "token_race", "oom_release", "fork_purger",
-                         "remote_idle", "ns_single", "large_hole")}
+                         "remote_idle", "ns_single", "large_hole")} | {
+        # the same with 256 KiB of __thread data, which glibc puts on every thread's stack
+        "purger_tls": compile_c(C / "purger.c", out / "purger_tls", defines=["PURGER_TLS_KIB=256"])}
 
 
 def prefixed_program(name, built, tmp_path) -> Path:
@@ -301,6 +303,22 @@ def test_purger_returns_memory_while_the_program_sleeps(built, model, plain_prog
             assert tasks == 2, out               # main + purger (restarted in the child)
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGCHLD, signal.SIGALRM):
                 assert sigblk >> (sig - 1) & 1, (sig, hex(sigblk))
+        else:
+            assert tasks == 1, out
+
+
+def test_purger_starts_in_a_program_with_large_static_tls(built, model, plain_programs, create_guard):
+    """The same with 256 KiB of __thread data: glibc refuses (EINVAL) a thread stack the static
+    TLS does not fit in, and the purger's 64 KiB stack was refused, so it never started and the
+    frees purged inline (up to max_dirty left resident for good, tasks=1); now it retries with
+    the default stack size."""
+    out = run_behind(create_guard, built, plain_programs["purger_tls"], "fork")
+    for peak, at_free, after, tasks, _sigblk in purger_reports(out):
+        assert peak > 90 * 1024, out
+        if model.backing["purge_thread"]:
+            assert at_free > peak // 2, out      # deferred to the purger ...
+            assert after <= peak // 4, out       # ... which ran
+            assert tasks == 2, out
         else:
             assert tasks == 1, out
 

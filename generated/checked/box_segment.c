@@ -339,9 +339,17 @@ HZ_COLD void hz_purger_start(void)
     pthread_attr_setstacksize(&attr, 64 * 1024);
     sigfillset(&all);                  /* the purger takes no signal meant for the program */
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    ok = pthread_create(&t, &attr, hz_purger_main, NULL) == 0;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int rc = pthread_create(&t, &attr, hz_purger_main, NULL);
     pthread_attr_destroy(&attr);
+    /* glibc puts the program's static TLS on the thread's stack and refuses (EINVAL) a stack
+     * it does not fit in: past ~56 KiB of __thread data, the default stack size then */
+    if (rc == EINVAL && pthread_attr_init(&attr) == 0) {
+      pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+      rc = pthread_create(&t, &attr, hz_purger_main, NULL);
+      pthread_attr_destroy(&attr);
+    }
+    ok = rc == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
   }
   atomic_store(&hz_purger_state, ok ? HZ_PURGER_RUN : HZ_PURGER_FAILED);
   errno = saved;

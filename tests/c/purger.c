@@ -8,6 +8,9 @@
  *                   them), then one small allocation (an allocation miss: it starts a purger
  *                   that a free asked for).
  *
+ * Built with -DPURGER_TLS_KIB=N, the program has N KiB of __thread data (glibc puts a program's
+ * static TLS on every thread's stack, the purger's too).
+ *
  * Prints, per process, "purger PID: rss_peak_kb=A rss_at_free_kb=B rss_after_kb=C tasks=N
  * sigblk=HEX" where tasks counts the threads and sigblk is the signal mask of the thread that
  * is not the main one (0 if there is none). The caller bounds the figures.
@@ -26,6 +29,10 @@
 #define BLOCKS 9830                 /* x 4..16 KiB, ~96 MiB */
 
 static void *blocks[BLOCKS];
+
+#ifdef PURGER_TLS_KIB
+__thread char purger_tls[PURGER_TLS_KIB << 10];   /* external: the linker keeps it */
+#endif
 
 /* the number of threads, and the SigBlk mask of a thread other than the main one */
 static int tasks(unsigned long long *sigblk)
@@ -80,6 +87,9 @@ int main(int argc, char **argv)
 {
     int large = argc > 1 && !strcmp(argv[1], "large");
     int forking = argc > 1 + large && !strcmp(argv[1 + large], "fork");
+#ifdef PURGER_TLS_KIB
+    purger_tls[argc] = 1;
+#endif
     /* large: a small size not allocated before in this process, so its allocation misses */
     if (large) round_trip(12, 2560 << 10, 2560 << 10, 3000);
     else round_trip(BLOCKS, 4096, 16384, 0);
