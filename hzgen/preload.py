@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -35,8 +36,9 @@ import yaml
 
 from .model import resolve
 from .profile import DEFAULT_BASE
-from .spec import IDENT_RE, description_line, explicit_table, geometric_sizes, load_spec
-from .tool import ToolError, check_output, guarded, write_atomic
+from .spec import (IDENT_RE, SpecError, description_line, explicit_table, geometric_sizes,
+                   load_spec)
+from .tool import ToolError, check_output, guarded, one_line, write_atomic
 from .workload import (HOT_FRACTION, MAX_CLASSES, ProfileError, hot_sizes, load_profile,
                        tuned_sizes)
 
@@ -116,8 +118,8 @@ def run(args) -> int:
     hot_share = sum(a for _, a in hot)
 
     header = [
-        f"# Tuned by `hzgen preload` from the profile {prof_path.resolve()}",
-        f"#   command: {' '.join(map(str, prof.get('command') or [])) or '?'}",
+        f"# Tuned by `hzgen preload` from the profile {one_line(str(prof_path.resolve()))}",
+        f"#   command: {one_line(shlex.join(prof.get('command') or [])) or '?'}",
         f"#   {total} small allocations in {len(classes)} recorded classes; {len(hot)} "
         f"carry >= {HOT_FRACTION:.0%} each ({hot_share} allocations, "
         f"{100.0 * hot_share / total if total else 0:.1f}%)",
@@ -128,7 +130,7 @@ def run(args) -> int:
            f"small_max or the {MAX_CLASSES}-class cap)" if skipped else ""),
         f"# remote frees in the profile: {remote}; remote_free inherited from the base "
         "(kept even when 0: the program may still be threaded)",
-        f"# everything else: inherited from {base}",
+        f"# everything else: inherited from {one_line(str(base))}",
     ]
     spec = {
         "name": name,
@@ -139,7 +141,18 @@ def run(args) -> int:
     if classes:                         # nothing hot beyond the base: its classes as they are
         spec["size_classes"] = classes
     text = "\n".join(header) + "\n" + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100)
-    write_atomic(out, text, check=load_model)
+    def check(tmp) -> None:
+        """validated before it replaces anything; a problem is named in the file it is for"""
+        try:
+            load_model(tmp)
+        except SpecError as e:
+            raise ToolError("the tuned spec does not validate (a bug of hzgen's): "
+                            + str(e).replace(Path(tmp).name, out.name))
+
+    if not total:
+        print(f"hzgen preload: the profile records no small allocations: {out} gets the base's "
+              "classes as they are", file=sys.stderr)
+    write_atomic(out, text, check=check)
     print(f"hzgen preload: wrote {out} ({name}: {len(sizes)} classes, {len(added)} added)",
           file=sys.stderr)
     built = build_spec(out, root=args.root)

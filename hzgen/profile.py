@@ -18,7 +18,8 @@ report of its own (a reused pid gets a file of its own too), and the profile is 
 workload that a library preloaded the same way would serve. Processes that end in _exit or a
 signal write none; one that outlives CMD writes its report to its own stderr (the directory is
 gone by then). A report that cannot be read (a process killed while writing it) or that another
-allocator wrote is left out with a warning.
+allocator wrote is left out with a warning. Run as root, the directory lets other users create
+reports in it (a server that drops its privileges after it started).
 
 The profile (YAML):
   hzgen_profile: 1
@@ -40,6 +41,7 @@ import argparse
 import contextlib
 import errno
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -51,7 +53,7 @@ import yaml
 
 import hzgen
 from .spec import description_line, explicit_table, load_spec
-from .tool import ToolError, check_output, guarded, write_atomic
+from .tool import ToolError, check_output, guarded, one_line, write_atomic
 from .workload import MAX_CLASSES
 
 DEFAULT_BASE = Path(hzgen.__file__).resolve().parent.parent / "specs" / "default.yaml"
@@ -137,11 +139,14 @@ def read_reports(paths: list[Path]) -> list:
     for path in paths:
         try:
             reports = parse(path.read_text(errors="replace"), source=path.name)
-        except ToolError as e:
-            print(f"hzgen profile: leaving out an unreadable report ({e})", file=sys.stderr)
+        except (ToolError, OSError) as e:   # OSError: the command made a directory of that name
+            why = e.strerror if isinstance(e, OSError) and e.strerror else e
+            print(f"hzgen profile: leaving out an unreadable report {path.name} ({why})",
+                  file=sys.stderr)
             reports = []
         finally:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
         for rep in reports:
             if (rep.allocator, rep.level) == (RECORDER_NAME, "per_class"):
                 out.append(rep)
@@ -225,6 +230,10 @@ def _profile(args) -> int:
         raise ToolError("no command given (usage: hzgen profile [-o FILE] -- CMD...)")
     exe = shutil.which(cmd[0])
     if exe is None:
+        if os.sep in cmd[0] and os.path.isdir(cmd[0]):
+            raise ToolError(f"{cmd[0]}: cannot run: a directory")
+        if os.sep in cmd[0] and os.path.exists(cmd[0]):
+            raise ToolError(f"{cmd[0]}: cannot run: not executable (chmod +x?)")
         raise ToolError(f"{cmd[0]}: command not found")
     out = Path(args.output)
     check_output("-o", out)   # found out now, not after the command ran
@@ -241,11 +250,17 @@ def _profile(args) -> int:
         built = build_spec(spec_file, root=tmp / "root")
         reports = tmp / "reports"
         reports.mkdir()
+        if os.geteuid() == 0:
+            # a server started as root that drops its privileges (setuid) writes its report
+            # as another user: it may pass through the directory and create files in reports/
+            # (not list it; sticky: nobody removes another's file)
+            os.chmod(tmp, 0o711)
+            os.chmod(reports, 0o1733)
         env = dict(os.environ)
         env["LD_PRELOAD"] = str(built.override)
         env["HZ_STATS"] = "json"
         env["HZ_STATS_FILE"] = str(reports).replace("%", "%%") + "/report.%p.json"
-        print(f"hzgen profile: running {' '.join(cmd)}", file=sys.stderr)
+        print(f"hzgen profile: running {one_line(shlex.join(cmd))}", file=sys.stderr)
         try:
             rc = _run_forwarding_sigterm(cmd, env)
         except OSError as e:
@@ -263,13 +278,11 @@ def _profile(args) -> int:
         prof = profile_from_report(rep, cmd, base, rec["size_classes"]["small_max"])
 
     processes = f"{rep.count} process" + ("es" if rep.count != 1 else "")
-    head = (f"# hzgen profile of: {' '.join(cmd)}\n"
+    head = (f"# hzgen profile of: {one_line(shlex.join(cmd))}\n"
             f"# {prof['totals']['allocs']} small allocations in {len(prof['classes'])} "
             f"recording classes; the sum of the reports of {processes}\n")
     write_atomic(out, head + yaml.safe_dump(prof, sort_keys=False, default_flow_style=None, width=100))
+    # stderr only: CMD's stdout is its own (`hzgen profile -- ./app > out.bin`)
     print(f"hzgen profile: wrote {out} ({prof['totals']['allocs']} allocations, "
           f"{len(prof['classes'])} classes, {processes})", file=sys.stderr)
-    # the last stdout line is the profile's path, even after a CMD whose output did not end
-    # its last line (on a terminal nobody parses it: no blank line there)
-    print(("" if sys.stdout.isatty() else "\n") + str(out))
     return status

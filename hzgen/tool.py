@@ -155,6 +155,12 @@ def publish(path, fill, check=None) -> None:
         raise
 
 
+def one_line(text: str) -> str:
+    """text for a `#` comment or a message line: a line break (or any other character that is
+    not printable) in a command or a path would end the comment"""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
 def write_atomic(path, text: str, check=None) -> None:
     """publish() of a text file"""
     publish(path, lambda tmp: Path(tmp).write_text(text), check)

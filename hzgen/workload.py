@@ -34,12 +34,19 @@ def load_profile(path: Path, shown: str | None = None) -> dict:
     def at(*keypath) -> str:
         return str(where.get(keypath) or where[()])
 
-    if doc.get("hzgen_profile") != 1:
+    version = doc.get("hzgen_profile")
+    if type(version) is not int or version != 1:    # (True and 1.0 equal 1)
         raise ProfileError(f"{shown}:1:1: not an hzgen profile (expected `hzgen_profile: 1`; "
                            "write one with `hzgen profile -- CMD...`)")
+    command = doc.get("command")
+    if command is not None and not (isinstance(command, list)
+                                    and all(isinstance(a, str) for a in command)):
+        raise ProfileError(f"{at('command')}: `command` must be a list of strings (the "
+                           f"command's words), got {_shown_value(command)}")
     classes = doc.get("classes")
     if not isinstance(classes, list):
         raise ProfileError(f"{at('classes')}: `classes` must be a list")
+    seen: dict[int, int] = {}
     for i, c in enumerate(classes):
         if not isinstance(c, dict):
             raise ProfileError(f"{at('classes', i)}: classes[{i}]: expected a mapping")
@@ -51,6 +58,10 @@ def load_profile(path: Path, shown: str | None = None) -> dict:
         if c["size"] <= 0:
             raise ProfileError(f"{at('classes', i, 'size')}: classes[{i}].size: expected a "
                                "positive size")
+        if c["size"] in seen:
+            raise ProfileError(f"{at('classes', i, 'size')}: classes[{i}].size: {c['size']} "
+                               f"is classes[{seen[c['size']]}].size too (one entry per size)")
+        seen[c["size"]] = i
     return doc
 
 

@@ -237,12 +237,54 @@ def test_profile_exit_status_passes_through(tmp_path):
     assert any(c["size"] == 704 or c["size"] == 768 for c in prof["classes"])
 
 
-def test_last_line_is_the_profile_even_after_an_unfinished_line(tmp_path):
+def test_the_commands_stdout_is_its_own(tmp_path):
+    """Nothing of hzgen's on stdout: `hzgen profile -- gzip -c f > f.gz` makes a whole gzip
+    file (before: the profile's path was appended as a last line)."""
     r = hz("profile", "-o", "p.yaml", "--", sys.executable, "-c",
            "import sys; x = [bytearray(100) for _ in range(100)]; sys.stdout.write('no newline')",
            cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines()[-1] == "p.yaml" and "no newline" in r.stdout
+    assert r.stdout == "no newline"
+    assert "hzgen profile: wrote p.yaml" in r.stderr
+
+
+def test_a_command_with_a_line_break_makes_a_usable_profile(tmp_path):
+    """`sh -c 'a\nb'`: the command is one comment line in the profile's and the tuned spec's
+    headers (before: its second line fell out of the comment and preload refused the file)."""
+    r = hz("profile", "-o", "nl.yaml", "--", "sh", "-c", "ls / >/dev/null\necho two", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout == "two\n", r.stderr
+    text = (tmp_path / "nl.yaml").read_text()
+    assert text.splitlines()[0] == "# hzgen profile of: sh -c 'ls / >/dev/null?echo two'"
+    assert yaml.safe_load(text)["command"] == ["sh", "-c", "ls / >/dev/null\necho two"]
+    r = hz("preload", "--profile", "nl.yaml", "--root", "root", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "#   command: sh -c 'ls / >/dev/null?echo two'\n" in (tmp_path / "nl-tuned.yaml").read_text()
+
+
+def test_a_stray_directory_among_the_reports_is_left_out(tmp_path):
+    """A command that makes a directory where a report would go: a warning, the other reports
+    still count (before: `Is a directory`, exit 2, no profile)."""
+    r = hz("profile", "-o", "p.yaml", "--", sys.executable, "-c",
+           "import os; d = os.path.dirname(os.environ['HZ_STATS_FILE']); "
+           "os.mkdir(d + '/report.999999999.json'); x = [bytearray(700) for _ in range(500)]",
+           cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "leaving out an unreadable report report.999999999.json (Is a directory)" in r.stderr
+    assert yaml.safe_load((tmp_path / "p.yaml").read_text())["totals"]["allocs"] >= 500
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
+def test_a_command_that_drops_privileges_still_reports(tmp_path):
+    """A server started as root that setuid()s to nobody writes its report as nobody (before:
+    it could not create it in root's 0700 directory, dumped it on its own stderr, and hzgen
+    said it found no report)."""
+    r = hz("profile", "-o", "p.yaml", "--", sys.executable, "-c",
+           "import os; os.setgid(65534); os.setuid(65534); "
+           "x = [bytearray(700) for _ in range(3000)]; print(os.getuid())", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "65534\n" and "hz_stats" not in r.stderr, r.stderr
+    sizes = {c["size"]: c["allocs"] for c in yaml.safe_load((tmp_path / "p.yaml").read_text())["classes"]}
+    assert sizes.get(704, 0) >= 3000, sizes        # 701 B: bytearray's buffer and its NUL
 
 
 def test_sigterm_leaves_nothing_behind(tmp_path):
@@ -276,6 +318,11 @@ def test_sigterm_leaves_nothing_behind(tmp_path):
     (["profile", "--"], "no command given"),
     (["profile"], "no command given"),
     (["profile", "-o", "p.yaml", "--", "no-such-command-hz"], "command not found"),
+    (["profile", "-o", "p.yaml", "--", "./good.yaml"], "./good.yaml: cannot run: not executable"),
+    (["profile", "-o", "p.yaml", "--", "./sub"], "./sub: cannot run: a directory"),
+    (["preload", "--profile", "cmdnum.yaml"], "cmdnum.yaml:2:10: `command` must be a list of strings"),
+    (["preload", "--profile", "truth.yaml"], "not an hzgen profile"),
+    (["preload", "--profile", "twice.yaml"], "classes[1].size: 48 is classes[0].size too"),
     (["profile", "-o", "p.yaml", "--", "./badshebang"],
      "./badshebang: cannot run: its #! interpreter '/no/such/interp': No such file or directory"),
     (["profile", "-o", "p.yaml", "--", "./crlf"],
@@ -309,6 +356,10 @@ def test_bad_input_exits_2(tmp_path, args, msg):
     (tmp_path / "badcount.yaml").write_text(
         "hzgen_profile: 1\nclasses: [{size: 48, allocs: -1, frees: 0, remote_in: 0, remote_out: 0}]\n")
     (tmp_path / "good.yaml").write_text("hzgen_profile: 1\nclasses: []\n")
+    (tmp_path / "cmdnum.yaml").write_text("hzgen_profile: 1\ncommand: 5\nclasses: []\n")
+    (tmp_path / "truth.yaml").write_text("hzgen_profile: true\nclasses: []\n")
+    row = "{size: 48, allocs: 1, frees: 0, remote_in: 0, remote_out: 0}"
+    (tmp_path / "twice.yaml").write_text(f"hzgen_profile: 1\nclasses: [{row}, {row}]\n")
     (tmp_path / "badshebang").write_text("#!/no/such/interp -x\necho hi\n")
     (tmp_path / "badshebang").chmod(0o755)
     (tmp_path / "crlf").write_bytes(b"#!/bin/sh\r\necho hi\r\n")
@@ -320,6 +371,15 @@ def test_bad_input_exits_2(tmp_path, args, msg):
     assert "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before      # nothing half-written
     assert (tmp_path / "base.yaml").read_text() == "name: mine\nextends: parent.yaml\n"
+
+
+def test_an_empty_profile_keeps_the_base_classes_and_says_so(tmp_path):
+    (tmp_path / "none.yaml").write_text("hzgen_profile: 1\ncommand: [./daemon]\nclasses: []\n")
+    r = hz("preload", "--profile", "none.yaml", "--root", "root", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "the profile records no small allocations: none-tuned.yaml gets the base's classes" in r.stderr
+    m = load_model(tmp_path / "none-tuned.yaml")
+    assert [c.size for c in m.classes] == [c.size for c in load_model(REPO / "specs" / "default.yaml").classes]
 
 
 def test_recording_sizes():
