@@ -22,7 +22,7 @@ def plain_programs(tmp_path_factory):
             for name in ("stress", "forktest", "churn", "orphan", "purger", "purge_unlocked",
                          "large_unmap", "large_churn", "dlclose", "large_memory", "key_dtor",
                          "aligned_pool", "key_late", "owner_token", "token_race", "oom_release", "fork_purger",
-                         "remote_idle", "ns_single", "large_hole")} | {
+                         "remote_idle", "ns_single", "large_hole", "pexit")} | {
         # the same with 256 KiB of __thread data, which glibc puts on every thread's stack
         "purger_tls": compile_c(C / "purger.c", out / "purger_tls", defines=["PURGER_TLS_KIB=256"])}
 
@@ -321,6 +321,20 @@ def test_purger_starts_in_a_program_with_large_static_tls(built, model, plain_pr
             assert tasks == 2, out
         else:
             assert tasks == 1, out
+
+
+@pytest.mark.parametrize("order", ["first", "last"])
+def test_a_main_that_ends_by_pthread_exit_ends_the_process(built, model, plain_programs, order):
+    """main calls pthread_exit before (first) or after (last) its worker thread ends: the
+    process ends with its last thread, the purger's thread does not keep it alive (before: it
+    ran on for good, in a sleep no SIGTERM could end; a real-program sweep's find)."""
+    needs_threads(model)
+    env = preload_env(built)
+    r = subprocess.run([str(plain_programs["pexit"]), order], capture_output=True, text=True,
+                       env=env, timeout=60)   # (a hang: TimeoutExpired, the child SIGKILLed)
+    assert r.returncode == 0, r.stderr
+    purger = 1 if model.backing["purge_thread"] else 0
+    assert r.stdout == f"pexit: threads={(2 if order == 'first' else 1) + purger}\n", r.stdout
 
 
 def test_purger_returns_cached_large_blocks(built, model, plain_programs, create_guard):

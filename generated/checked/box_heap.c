@@ -81,6 +81,9 @@ static void hz_heap_abandon(hz_heap *h, int last)
   hz_lock_release(&hz_heap_lock);
 }
 
+/* LIVE heaps: threads that have one and have not exited (and dead ones not reclaimed yet) */
+static atomic_int hz_heaps_live;
+
 static void hz_thread_exit(void *arg)
 {
   hz_heap *h = (hz_heap *)arg;
@@ -90,6 +93,7 @@ static void hz_thread_exit(void *arg)
   hz_tls_heap = &hz_empty_heap;
   hz_owner_give(h);
   hz_heap_abandon(h, 0);
+  if (atomic_fetch_sub(&hz_heaps_live, 1) == 1) hz_purger_dismiss();
 }
 
 /* the thread-exit key, made on the first heap acquisition (pthread_key_create does not
@@ -180,11 +184,13 @@ static int hz_reclaim_dead(hz_heap *self, unsigned tries)
         pthread_mutex_unlock(&h->owner);
         __atomic_store_n(&h->state, HZ_HEAP_ORPHANED, __ATOMIC_RELEASE);
         __atomic_store_n(&h->reclaiming, 0, __ATOMIC_RELEASE);
+        atomic_fetch_sub(&hz_heaps_live, 1);
         continue;
       }
       hz_heap_flush(h);
       pthread_mutex_unlock(&h->owner);
       hz_heap_abandon(h, 0);
+      atomic_fetch_sub(&hz_heaps_live, 1);
       given++;
     } else if (e == 0) {
       pthread_mutex_unlock(&h->owner);
@@ -215,6 +221,7 @@ HZ_COLD hz_heap *hz_heap_acquire(int *lent)
   }
   hz_owner_take(h);
   __atomic_store_n(&h->state, HZ_HEAP_LIVE, __ATOMIC_RELEASE);   /* after the token: see hz_reclaim_dead */
+  atomic_fetch_add(&hz_heaps_live, 1);
   hz_tls_heap = h;
   *lent = hz_tls_exited;
   if (!*lent) hz_heap_on_exit(h);
@@ -326,6 +333,7 @@ static void hz_fork_child(void)
   hz_collect_fork_child();   /* (a heap whose slab lock another thread held is one mid-update) */
   /* this thread's heap: its token is held under the parent's thread id, on no robust list here */
   if (hz_tls_heap != &hz_empty_heap) hz_owner_take(hz_tls_heap);
+  atomic_store(&hz_heaps_live, hz_tls_heap != &hz_empty_heap);   /* the others are orphans */
 }
 
 __attribute__((constructor)) static void hz_init(void)

@@ -385,6 +385,18 @@ static int hz_purger_stop(void)
 }
 #endif
 
+/* the last thread with a heap is leaving: the purger leaves too, without waiting for it (the
+ * kernel ends a process when its last thread exits: a main that returns by pthread_exit after
+ * its threads, or they after it, left it running for good; an allocation miss of a thread
+ * that has not exited starts it again) */
+static void hz_purger_dismiss(void)
+{
+  int st = HZ_PURGER_RUN;
+  if (!atomic_compare_exchange_strong(&hz_purger_state, &st, HZ_PURGER_STOPPING)) return;
+  if (atomic_exchange(&hz_purger_idle, HZ_PURGER_AWAKE) != HZ_PURGER_AWAKE)
+    hz_futex(&hz_purger_idle, FUTEX_WAKE_PRIVATE, 1, NULL);
+}
+
 /* wake the purger: from any wait when `urgent` (a mapping waits to be unmapped); otherwise
  * (memory became due delay_ms from now) only from a sleep: a nap ends before that, and waking
  * it on every release would cost a syscall each */

@@ -83,9 +83,11 @@ HZ_NOINLINE void *hz_alloc_miss(hz_heap *h, uint32_t cls)
   hz_outbox_flush_all(h);   /* blocks we hold for others go home while we are on a slow path */
   if (HZ_UNLIKELY((++h->ticks & 63u) == 0)) hz_heap_tick(h);
   /* not from inside a fork (another library's atfork handler allocating): our child handler
-   * would take the new thread for one that did not come along and want a second */
+   * would take the new thread for one that did not come along and want a second; nor from a
+   * thread whose exit hook ran (a later key destructor's allocation: the last thread leaving
+   * would start a purger that keeps the process alive, hz_purger_dismiss) */
   if (HZ_UNLIKELY(atomic_load_explicit(&hz_purger_state, memory_order_relaxed) == HZ_PURGER_WANTED)
-      && !hz_fork_holder)
+      && !hz_fork_holder && !hz_tls_exited)
     hz_purger_start();
   hz_remote_collect(h, cls);
   void *p = hz_alloc_fast(h, cls);
