@@ -6,6 +6,7 @@ filled in, plus where each key came from so errors can say FILE:LINE:COL.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import re
@@ -64,11 +65,28 @@ def _merge(base: dict, over: dict) -> dict:
 def _shown(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
+    except (ValueError, RuntimeError, OSError):   # RuntimeError: a symbolic link loop (3.11)
         return str(path)
 
 
+def _link_trouble(path: Path) -> str | None:
+    """why a path that is a symbolic link leads nowhere ("a symbolic link loop", "a dangling
+    symbolic link"), or None"""
+    if not path.is_symlink():
+        return None
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:
+        return "a symbolic link loop"
+    except OSError as e:
+        return "a symbolic link loop" if e.errno == errno.ELOOP else "a dangling symbolic link"
+    return None
+
+
 def _load_raw(path: Path, chain: tuple) -> tuple[dict, dict, list[Path]]:
+    trouble = _link_trouble(path)
+    if trouble:                     # named as given: resolved, it is the link's target
+        raise SpecError([f"{path}:1:1: cannot read: {trouble}"])
     shown = _shown(path)
     real = path.resolve()
     if real in chain:
@@ -87,7 +105,7 @@ def _load_raw(path: Path, chain: tuple) -> tuple[dict, dict, list[Path]]:
     except OSError as e:             # a directory on the way that cannot be searched
         raise SpecError([f"{where[('extends',)]}: extends: cannot read '{ext}': {e.strerror}"])
     if not found:
-        what = "not a regular file" if there else "no such spec file"
+        what = _link_trouble(base_path) or ("not a regular file" if there else "no such spec file")
         raise SpecError([f"{where[('extends',)]}: extends: {what} '{ext}'"])
     base, base_where, base_files = _load_raw(base_path, chain + (real,))
     base.pop("name", None)          # a name is never inherited

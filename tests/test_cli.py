@@ -250,6 +250,24 @@ def test_symlink_loops_are_bad_input(tmp_path):
         assert "Traceback" not in r.stderr and r.stderr.strip(), (args, r.stderr)
 
 
+def test_validate_names_a_link_loop_like_any_bad_spec_and_goes_on(tmp_path):
+    """validate checks every spec after a bad one, a symlink loop too, in FILE:LINE:COL form
+    (before: `hzgen: Symlink loop from ...` and the specs after it were never checked), and
+    `extends:` through a loop or a dangling link says so (was: no such spec file)."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    (tmp_path / "dang").symlink_to(tmp_path / "nothere")
+    (tmp_path / "e.yaml").write_text("name: e\nextends: a\n")
+    (tmp_path / "d.yaml").write_text("name: d\nextends: dang\n")
+    r = hzgen("validate", str(tmp_path / "a"), "specs/default.yaml", str(tmp_path / "e.yaml"),
+              str(tmp_path / "d.yaml"))
+    assert r.returncode == 2
+    assert r.stdout == "specs/default.yaml: ok (default: 56 classes, 2 tier ranges)\n"
+    assert r.stderr.splitlines() == [f"{tmp_path / 'a'}:1:1: cannot read: a symbolic link loop",
+                                     f"{tmp_path / 'e.yaml'}:2:10: extends: a symbolic link loop 'a'",
+                                     f"{tmp_path / 'd.yaml'}:2:10: extends: a dangling symbolic link 'dang'"]
+
+
 def test_an_output_that_cannot_be_written_is_refused_before_the_command_runs(tmp_path):
     """`hzgen profile -o` in a directory where no file can be made (/proc) is refused up
     front (before, the command ran and its profile was lost at the end)."""
