@@ -96,7 +96,9 @@ def test_switches_leave_code_only_when_on(spec_path, model, in_repo):
     no purger or owner_stash to run it: no collector, and no slab lock on their slow paths)."""
     _, files = render_spec(spec_path.relative_to(REPO))
     code = _code(files)
-    assert ("pthread_create" in code) == bool(model.backing["purge_thread"])
+    # the purger's thread is started by pthread_create; threads: false refuses it (hz_api)
+    assert ("pthread_create(&t" in code) == bool(model.backing["purge_thread"])
+    assert ("int pthread_create(" in code) == (not model.threads)
     collect = bool(model.remote["collect_idle_ms"]) and model.remote["strategy"] == "owner_stash" \
         and model.backing["purge_thread"]
     assert model.collect_on == collect

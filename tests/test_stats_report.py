@@ -20,7 +20,7 @@ def stress_exe(tmp_path_factory):
 
 
 def run_stress(built, model, exe, mode):
-    threads = "8" if model.threads else "1"
+    threads = "8" if model.threads else "0"   # 0: in main (threads: false refuses threads)
     r = subprocess.run([str(exe), threads, "2", "5000"], capture_output=True, text=True, timeout=120,
                        env=preload_env(built, HZ_STATS=mode))
     assert r.returncode == 0, r.stderr[-2000:]

@@ -22,7 +22,7 @@ def plain_programs(tmp_path_factory):
             for name in ("stress", "forktest", "churn", "orphan", "purger", "purge_unlocked",
                          "large_unmap", "large_churn", "dlclose", "large_memory", "key_dtor",
                          "aligned_pool", "key_late", "owner_token", "token_race", "oom_release", "fork_purger",
-                         "remote_idle", "ns_single", "large_hole", "pexit")} | {
+                         "remote_idle", "ns_single", "large_hole", "pexit", "one_thread")} | {
         # the same with 256 KiB of __thread data, which glibc puts on every thread's stack
         "purger_tls": compile_c(C / "purger.c", out / "purger_tls", defines=["PURGER_TLS_KIB=256"])}
 
@@ -67,7 +67,7 @@ def test_stress_under_preload(built, model, plain_programs):
 def test_single_thread_spec_runs_single_threaded_stress(built, model, plain_programs):
     if model.threads:
         pytest.skip("covered by the threaded stress")
-    assert "stress ok: threads=1" in run([plain_programs["stress"], 1, 3, 20000], env=preload_env(built))
+    assert "stress ok: threads=0" in run([plain_programs["stress"], 0, 3, 20000], env=preload_env(built))
 
 
 def test_fork_from_threaded_parent(built, model, plain_programs):
@@ -321,6 +321,21 @@ def test_purger_starts_in_a_program_with_large_static_tls(built, model, plain_pr
             assert tasks == 2, out
         else:
             assert tasks == 1, out
+
+
+def test_a_single_threaded_spec_refuses_a_second_thread(built, model, plain_programs):
+    """threads: false has one unlocked heap: pthread_create fails with EAGAIN and says why,
+    once (before: the threads shared the heap; crashes and a corrupt git pack in a sweep)."""
+    r = subprocess.run([str(plain_programs["one_thread"])], capture_output=True, text=True,
+                       env=preload_env(built), timeout=60)
+    assert r.returncode == 0, r.stderr
+    if model.threads:
+        assert (r.stdout, r.stderr) == ("one_thread: rc=0,0\n", "")
+    else:
+        assert r.stdout == "one_thread: rc=11,11\n"     # EAGAIN
+        assert r.stderr == (f"hz[{model.name}]: pthread_create refused (EAGAIN): this allocator "
+                            "is single-threaded (spec threads: false); preload a threaded spec "
+                            "into a threaded program\n")
 
 
 @pytest.mark.parametrize("order", ["first", "last"])

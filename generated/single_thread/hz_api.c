@@ -356,3 +356,24 @@ HZ_API void HZ_FN(malloc_stats)(void)
 {
   hz_stats_report(0);
 }
+
+#ifdef HZ_OVERRIDE
+/* threads: false has one unlocked heap and no owner check: a second thread would share it and
+ * corrupt it silently (a crash at best). Refused at the boundary instead, with a word on
+ * stderr the first time: EAGAIN, which many programs handle by doing the work in the calling
+ * thread (sort), the others fail with their own message */
+HZ_API int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+  (void)t, (void)attr, (void)fn, (void)arg;
+  static int said;
+  if (!said) {
+    said = 1;
+    static const char msg[] = "hz[" HZ_ALLOCATOR_NAME "]: pthread_create refused (EAGAIN): this "
+                              "allocator is single-threaded (spec threads: false); preload a "
+                              "threaded spec into a threaded program\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+  }
+  return EAGAIN;
+}
+#endif

@@ -2,7 +2,7 @@
  * stress.c - multi-threaded malloc stress test (in the spirit of
  * mimalloc-test-stress) for any malloc implementation.
  *
- *   stress [threads=16] [rounds=10] [iters=20000]
+ *   stress [threads=16] [rounds=10] [iters=20000]     (threads=0: the work in main, no thread)
  *
  * Every round starts `threads` threads; each performs `iters` operations on a
  * private array of NSLOTS slots: allocate (malloc / calloc / realloc(NULL) /
@@ -395,7 +395,7 @@ static long arg_long(int argc, char **argv, int i, long dflt)
         return dflt;
     char *end;
     long v = strtol(argv[i], &end, 10);
-    if (*end || v <= 0) {
+    if (*end || v < (i == 1 ? 0 : 1)) {   /* threads=0: one thread's work in main itself */
         fprintf(stderr, "usage: stress [threads=16] [rounds=10] [iters=20000]\n");
         exit(2);
     }
@@ -420,10 +420,14 @@ int main(int argc, char **argv)
 
     edge_cases();
 
-    targ_t *ta = (targ_t *)XCALLOC((size_t)nthreads, sizeof(targ_t));
+    targ_t *ta = (targ_t *)XCALLOC((size_t)(nthreads ? nthreads : 1), sizeof(targ_t));
     if (!ta)
         hz_fail("calloc for thread args failed");
     for (long r = 0; r < rounds; r++) {
+        if (!nthreads) {   /* no thread at all (a spec with threads: false refuses them) */
+            ta[0].round = (int)r;
+            thread_main(&ta[0]);
+        }
         for (long t = 0; t < nthreads; t++) {
             ta[t].tid = (int)t;
             ta[t].round = (int)r;
