@@ -58,7 +58,7 @@ class Report:
     count: int = 1                               # reports summed into this one
 
 
-def _int(v, where: str) -> int:
+def _count(v, where: str) -> int:
     """a counter of the report: a whole number (in JSON, or ASCII digits in the text form) that
     fits the report's uint64_t"""
     if isinstance(v, str):
@@ -76,6 +76,20 @@ def _int(v, where: str) -> int:
 
 class _TooManyDigits(ValueError):
     pass
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _json_object(pairs: list) -> dict:
+    """object_pairs_hook of the JSON decoder: a key given twice is refused (the stats box
+    writes each once; json's default keeps the last one silently)"""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
 
 
 def _json_int(s: str) -> int:
@@ -107,7 +121,7 @@ def _parse_text(lines: list[str], i: int, source: str) -> tuple[Report, int]:
                 k, eq, v = kv.partition("=")
                 if not eq:
                     raise ToolError(f"{where}: malformed memory item {kv!r} (expected key=value)")
-                rep.memory[k] = _int(v, f"{where}: {k}")
+                rep.memory[k] = _count(v, f"{where}: {k}")
             missing = [k for k in MEMORY if k not in rep.memory]
             if missing:
                 raise ToolError(f"{where}: memory line lacks {', '.join(missing)}")
@@ -124,11 +138,11 @@ def _parse_text(lines: list[str], i: int, source: str) -> tuple[Report, int]:
                                 f"class all), got {lines[j].strip()[:80]!r}")
             cls = "all"
         else:
-            cls = _int(words[0], f"{where}: class")
+            cls = _count(words[0], f"{where}: class")
             if cls in rep.rows:
                 raise ToolError(f"{where}: malformed report (class {cls} appears twice)")
-        row = {"size": None if words[1] == "-" else _int(words[1], f"{where}: size")}
-        row.update({c: _int(v, f"{where}: {c}") for c, v in zip(cols[2:], words[2:])})
+        row = {"size": None if words[1] == "-" else _count(words[1], f"{where}: size")}
+        row.update({c: _count(v, f"{where}: {c}") for c, v in zip(cols[2:], words[2:])})
         rep.rows[cls] = row
     raise ToolError(f"{source}: truncated report (no `memory` line after line {i + 1})")
 
@@ -142,6 +156,11 @@ def _parse_json(obj, where: str) -> Report:
 
     def bad(what: str):
         return ToolError(f"{where}: malformed report ({what})")
+
+    def number(v, what: str) -> int:   # a JSON number: "92" is the text form's, not JSON's
+        if isinstance(v, str):
+            raise ToolError(f"{what}: expected a count, got {brief(v)}")
+        return _count(v, what)
 
     for key in ("allocator", "level", "classes", "memory"):
         if key not in obj:
@@ -166,18 +185,18 @@ def _parse_json(obj, where: str) -> Report:
         if level == "counters":
             cls, size = "all", None
         else:
-            cls = _int(c["class"], f"{where}: classes[{i}].class")
+            cls = number(c["class"], f"{where}: classes[{i}].class")
             if cls in rep.rows:
                 raise bad(f"class {cls} appears twice in classes")
-            size = _int(c["size"], f"{where}: classes[{i}].size")
+            size = number(c["size"], f"{where}: classes[{i}].size")
         rep.rows[cls] = {"size": size}
-        rep.rows[cls].update({f: _int(c[f], f"{where}: classes[{i}].{f}") for f in FIELDS})
+        rep.rows[cls].update({f: number(c[f], f"{where}: classes[{i}].{f}") for f in FIELDS})
     if not isinstance(memory, dict):
         raise bad(f"memory: expected an object, got {brief(memory)}")
     missing = [k for k in MEMORY if k not in memory]
     if missing:
         raise bad(f"memory lacks {', '.join(missing)}")
-    rep.memory = {k: _int(memory[k], f"{where}: memory.{k}") for k in MEMORY}
+    rep.memory = {k: number(memory[k], f"{where}: memory.{k}") for k in MEMORY}
     return rep
 
 
@@ -192,7 +211,7 @@ def parse(text: str, source: str = "<stdin>") -> list[Report]:
             reports.append(rep)
         else:
             i += 1
-    dec = json.JSONDecoder(parse_int=_json_int)
+    dec = json.JSONDecoder(parse_int=_json_int, object_pairs_hook=_json_object)
     line, counted, end = 1, 0, 0
     for m in _JSON.finditer(text):
         if m.start() < end:         # inside the report just read
@@ -207,6 +226,9 @@ def parse(text: str, source: str = "<stdin>") -> list[Report]:
         except _TooManyDigits:
             raise ToolError(f"{source}:{line}: malformed JSON report: a number of more than "
                             f"{MAX_DIGITS} digits")
+        except _DuplicateKey as e:
+            raise ToolError(f"{source}:{line}: malformed JSON report: the key {brief(str(e))} "
+                            "appears twice in one object")
         except ValueError:
             raise ToolError(f"{source}:{line}: malformed JSON report: an unreadable value")
         except RecursionError:
@@ -358,9 +380,9 @@ def run(args) -> int:
         try:
             data = stdin.read(MAX_INPUT + 1) if stdin is not None else sys.stdin.read(MAX_INPUT + 1)
         except OSError as e:
-            raise ToolError(f"standard input: cannot read: {e.strerror or 'error'}")
+            raise ToolError(f"<stdin>: cannot read: {e.strerror or 'error'}")
         if len(data) > MAX_INPUT:
-            raise ToolError(f"standard input: too large (more than {size_text(MAX_INPUT)})")
+            raise ToolError(f"<stdin>: too large (more than {size_text(MAX_INPUT)})")
         source = "<stdin>"
     else:
         data, source = read_regular(args.file, MAX_INPUT), args.file

@@ -123,6 +123,16 @@ def test_stats_counters_are_ascii_digits_of_bounded_length(tmp_path):
         assert len(r.stderr.splitlines()) == 1 and len(r.stderr) < 300
 
 
+def test_stats_json_counters_are_numbers_each_given_once():
+    """In JSON a counter is a number ("92" is refused, as true is) and a key appears once in an
+    object (before: both were taken, the last of two keys silently)."""
+    assert parse(json.dumps(_json_report()))[0].rows["all"]["alloc"] == 1
+    _refused(json.dumps(_json_report()).replace('"alloc": 1', '"alloc": "92"'),
+             "classes[0].alloc: expected a count, got '92'")
+    _refused(json.dumps(_json_report()).replace('"alloc": 1', '"alloc": 92, "alloc": 93'),
+             "malformed JSON report: the key 'alloc' appears twice in one object")
+
+
 def test_stats_reads_only_regular_files_of_bounded_size(tmp_path):
     for path, kind in (("/dev/zero", "a device"), (str(tmp_path), "a directory")):
         r = _hzgen_stats(path)
@@ -139,7 +149,7 @@ def test_stats_reads_only_regular_files_of_bounded_size(tmp_path):
     r = _hzgen_stats(str(big))
     assert r.returncode == 2 and r.stderr == f"hzgen stats: {big}: too large (more than 16 MiB)\n"
     r = _hzgen_stats(stdin=big.read_text())
-    assert r.returncode == 2 and "standard input: too large" in r.stderr
+    assert r.returncode == 2 and r.stderr == "hzgen stats: <stdin>: too large (more than 16 MiB)\n"
     r = _hzgen_stats(stdin=_text_report())
     assert r.returncode == 0 and "allocator x, level per_class" in r.stdout
 
