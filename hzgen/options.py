@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 # kinds understood by the validator
-INT, SIZE, FLOAT, BOOL, STR, IDENT, CHOICE, INTLIST, SIZELIST, SECTION, TIERLIST, CHAIN = (
-    "int", "size", "float", "bool", "str", "ident", "choice", "int-list", "size-list",
+INT, SIZE, FLOAT, BOOL, STR, IDENT, CHOICE, SIZELIST, SECTION, TIERLIST, CHAIN = (
+    "int", "size", "float", "bool", "str", "ident", "choice", "size-list",
     "section", "tier-list", "tier-chain")
 # list-valued kinds: checked by their owners in spec.py, not by the scalar checker
-LIST_KINDS = (INTLIST, SIZELIST, TIERLIST, CHAIN)
+LIST_KINDS = (SIZELIST, TIERLIST, CHAIN)
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,13 @@ class Option:
 KIB, MIB = 1024, 1024 * 1024
 
 OPTIONS: list[Option] = [
-    Option("name", IDENT, None, "Allocator name: a C identifier (lower case, digits, `_`); "
+    Option("name", IDENT, None, "Allocator name: a C identifier (lower case, digits, `_`; at "
+           "most 32 characters); never inherited through `extends`; "
            "names `generated/<name>/`, `build/<name>/` and the prefix `hz_<name>_`."),
     Option("extends", STR, None, "Path (relative to this file) of a spec to start from; this "
            "file's keys are deep-merged over it (lists are replaced, not merged).", nullable=True),
-    Option("description", STR, "", "One line saying what the allocator is for (printable, at most 200 characters)."),
+    Option("description", STR, "", "One line saying what the allocator is for (printable, at "
+           "most 200 characters); never inherited through `extends`."),
     Option("threads", BOOL, True, "The allocator is used by multi-threaded programs. "
            "`false` requires `remote_free.strategy: none` and builds a non-thread-safe allocator."),
     Option("entry_align", INT, 64, "Alignment in bytes of the machine code of `malloc` and `free` "
@@ -63,7 +65,7 @@ OPTIONS: list[Option] = [
            "`{from: A, to: B, step: S}` runs.", nullable=True),
     Option("size_classes.extra", SIZELIST, None, "Sizes added to the geometric table "
            "(integers or runs, as in `sizes`): e.g. a power of two plus a small header, which "
-           "the geometric steps put a quarter too high (4096 + 8 lands in 5120).", nullable=True),
+           "the geometric steps put a quarter too high (4096 + 16 lands in 5120).", nullable=True),
     Option("size_classes.small_max", SIZE, 32 * KIB, "Largest small request; anything above "
            "is a large object (its own mapping). This is the large-object threshold.",
            lo=256, hi=1 * MIB),
@@ -150,7 +152,7 @@ OPTIONS: list[Option] = [
 
 # Keys of one entry of `tiers:`
 TIER_OPTIONS: list[Option] = [
-    Option("range", INTLIST, None, "`[lo, hi]` request sizes (bytes, inclusive) this entry covers."),
+    Option("range", SIZELIST, None, "`[lo, hi]` request sizes (inclusive) this entry covers."),
     Option("chain", CHAIN, None, "Tiers fast to slow: any order of `ring` and `sll` (each at most "
            "once, at least one), ending in `superslab`."),
     Option("ring", SECTION, None, "Array stack per class (no write into the block)."),

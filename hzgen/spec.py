@@ -510,6 +510,9 @@ def _tiers(c: _Checker, raw: Any, sizes: list[int], small_max: int | None) -> li
             if kind in caches:
                 params = c.section(O.TIER_OPTIONS, kind, given.get(kind, {}), kp + (kind,),
                                    label=f"{label}.{kind}")
+                if kind == "sll" and params.get("slow_start") and caches[-1] != "sll":
+                    c.error(kp + (kind, "slow_start"), f"{label}.sll.slow_start: only for an sll "
+                            "that refills from the slabs (the last cache tier of the chain)")
                 cap = params.get("capacity")
                 for b in ("refill_batch", "drain_batch"):
                     if cap and params.get(b) and params[b] > cap:

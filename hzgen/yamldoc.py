@@ -59,8 +59,13 @@ def read_document(path: Path, shown: str, what: str) -> tuple[dict, dict]:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise DocumentError([f"{shown}:{line}:{col}: YAML syntax error: {e.problem or e}"])
+    except yaml.reader.ReaderError as e:   # a character YAML does not allow: at its place
+        line = text.count("\n", 0, e.position) + 1
+        col = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        raise DocumentError([f"{shown}:{line}:{col}: YAML error: unacceptable character "
+                             f"#x{e.character:04x} (not allowed in YAML)"])
     except yaml.YAMLError as e:
-        raise DocumentError([f"{shown}:1:1: YAML error: {e}"])
+        raise DocumentError([f"{shown}:1:1: YAML error: {str(e).splitlines()[0]}"])
     if node is None:
         raise DocumentError([f"{shown}:1:1: empty {what}"])
     where: dict = {}

@@ -415,6 +415,7 @@ def test_checked_spec_aborts_with_box_name(tmp_path, built, model):
         "double": "p = m(64); f(p); f(p);",
         "interior": "p = m(64); f((char *)p + 16);",
         "foreign": "p = lm(64); f(p);",
+        "large double": "p = m(8 << 20); f(p); f(p);",
     }
     for label, body in cases.items():
         code = textwrap.dedent(f"""
@@ -433,3 +434,5 @@ def test_checked_spec_aborts_with_box_name(tmp_path, built, model):
         assert r.returncode != 0, label
         assert "survived" not in r.stdout
         assert "box: checks" in r.stderr, (label, r.stderr)
+        if label == "large double" and model.checks["foreign_free"] == "abort":   # said so
+            assert "or a large block freed already" in r.stderr, r.stderr

@@ -97,6 +97,11 @@ BAD = {
     "size in full-width digits": (GOOD + 'superslab: {segment: "４MiB"}\n', 9, 22, "expected a size"),
     "min above small_max": (GOOD.replace("small_max: 32KiB", "min: 4096, small_max: 2048"),
                             2, 40, "min (4096) must be at most"),
+    "slow_start on an sll in front of a ring": (GOOD.replace("[ring, sll, superslab]", "[sll, ring, superslab]")
+                                                .replace("ring: {capacity: 64}",
+                                                         "sll: {slow_start: true}"), 6, 23,
+                                                "only for an sll that refills from the slabs"),
+    "a control character": (GOOD + "description: x\x07y\n", 9, 15, "unacceptable character #x0007"),
     "min above linear_until": (GOOD.replace("small_max: 32KiB", "min: 1024, linear_until: 256, "
                                             "small_max: 32KiB"), 2, 40, "it is the first class"),
 }

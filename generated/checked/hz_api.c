@@ -43,7 +43,8 @@ static void hz_invalid_free(const void *p, const char *why)
 /* pointers that are not ours: checks.foreign_free = abort */
 static void hz_foreign_free(void *p)
 {
-  hz_fail("checks", "foreign pointer", "free of a pointer this allocator never handed out", p);
+  hz_fail("checks", "foreign pointer", "free of a pointer this allocator does not hold (never "
+          "handed out, or a large block freed already)", p);
 }
 
 static size_t hz_foreign_usable_size(void *p)
