@@ -100,8 +100,8 @@ def _backing_text(m: Model) -> str:
     if b.get("purge_thread"):
         rel += (f"; once the slab heap passes {size_text(2 * b['max_dirty'])} a purger thread "
                 "(started from an allocation miss, HZ_PURGE_THREAD=0 turns it off) returns them "
-                "on time even with no allocator activity, and frees stop purging; it leaves "
-                "with the last thread that has a heap")
+                "on time even with no allocator activity, and frees stop purging; it never "
+                "outlives the program's threads")
     return f"{rel}; {b['segment_cache']} empty segment(s) kept mapped for reuse"
 
 

@@ -330,9 +330,9 @@ def test_a_single_threaded_spec_refuses_a_second_thread(built, model, plain_prog
                        env=preload_env(built), timeout=60)
     assert r.returncode == 0, r.stderr
     if model.threads:
-        assert (r.stdout, r.stderr) == ("one_thread: rc=0,0\n", "")
+        assert (r.stdout, r.stderr) == ("one_thread: rc=0,0 thrd=0\n", "")
     else:
-        assert r.stdout == "one_thread: rc=11,11\n"     # EAGAIN
+        assert r.stdout == "one_thread: rc=11,11 thrd=3\n"     # EAGAIN, thrd_nomem
         assert r.stderr == (f"hz[{model.name}]: pthread_create refused (EAGAIN): this allocator "
                             "is single-threaded (spec threads: false); preload a threaded spec "
                             "into a threaded program\n")
@@ -350,6 +350,22 @@ def test_a_main_that_ends_by_pthread_exit_ends_the_process(built, model, plain_p
     assert r.returncode == 0, r.stderr
     purger = 1 if model.backing["purge_thread"] else 0
     assert r.stdout == f"pexit: threads={(2 if order == 'first' else 1) + purger}\n", r.stdout
+
+
+def test_the_purger_serves_a_last_thread_without_a_heap(built, model, plain_programs):
+    """main allocates 96 MiB and ends by pthread_exit; a thread that never allocates frees it
+    all: the purger stays while that thread runs and returns the memory, then leaves with it
+    (a first version dismissed the purger at main's exit: 200 MB stayed resident)."""
+    needs_threads(model)
+    r = subprocess.run([str(plain_programs["pexit"]), "freer"], capture_output=True, text=True,
+                       env=preload_env(built), timeout=60)
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"pexit freer: rss_before_kb=(\d+) rss_after_kb=(\d+)", r.stdout)
+    assert m, r.stdout
+    before, after = int(m.group(1)), int(m.group(2))
+    assert before > 36 * 1024, r.stdout      # (a page of each block touched)
+    if model.backing["purge_thread"]:
+        assert after <= before // 4, r.stdout
 
 
 def test_purger_returns_cached_large_blocks(built, model, plain_programs, create_guard):

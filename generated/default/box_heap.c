@@ -81,9 +81,6 @@ static void hz_heap_abandon(hz_heap *h, int last)
   hz_lock_release(&hz_heap_lock);
 }
 
-/* LIVE heaps: threads that have one and have not exited (and dead ones not reclaimed yet) */
-static atomic_int hz_heaps_live;
-
 static void hz_thread_exit(void *arg)
 {
   hz_heap *h = (hz_heap *)arg;
@@ -93,7 +90,8 @@ static void hz_thread_exit(void *arg)
   hz_tls_heap = &hz_empty_heap;
   hz_owner_give(h);
   hz_heap_abandon(h, 0);
-  if (atomic_fetch_sub(&hz_heaps_live, 1) == 1) hz_purger_dismiss();
+  const int main_exits = syscall(SYS_gettid) == getpid();
+  if (atomic_fetch_sub(&hz_heaps_live, 1) == 1 || main_exits) hz_purger_ask(main_exits);
 }
 
 /* the thread-exit key, made on the first heap acquisition (pthread_key_create does not
@@ -324,6 +322,8 @@ static void hz_fork_child(void)
   atomic_store(&hz_purger_state, hz_purger_off ? HZ_PURGER_FAILED
                                  : purger == HZ_PURGER_NONE ? HZ_PURGER_NONE : HZ_PURGER_WANTED);
   atomic_store(&hz_purger_idle, HZ_PURGER_AWAKE);
+  atomic_store(&hz_main_gone, 0);   /* the child's main is the thread that forked */
+  atomic_store(&hz_purger_look, 0);
   hz_purger_fork_child();
   /* heaps of threads that do not exist here may be mid-update: never touch them again */
   for (hz_heap *h = hz_heaps_all; h; h = h->next_all)

@@ -85,7 +85,7 @@ HZ_NOINLINE void *hz_alloc_miss(hz_heap *h, uint32_t cls)
   /* not from inside a fork (another library's atfork handler allocating): our child handler
    * would take the new thread for one that did not come along and want a second; nor from a
    * thread whose exit hook ran (a later key destructor's allocation: the last thread leaving
-   * would start a purger that keeps the process alive, hz_purger_dismiss) */
+   * would start a purger after the purger's last look, which keeps the process alive) */
   if (HZ_UNLIKELY(atomic_load_explicit(&hz_purger_state, memory_order_relaxed) == HZ_PURGER_WANTED)
       && !hz_fork_holder && !hz_tls_exited)
     hz_purger_start();

@@ -360,20 +360,35 @@ HZ_API void HZ_FN(malloc_stats)(void)
 #ifdef HZ_OVERRIDE
 /* threads: false has one unlocked heap and no owner check: a second thread would share it and
  * corrupt it silently (a crash at best). Refused at the boundary instead, with a word on
- * stderr the first time: EAGAIN, which many programs handle by doing the work in the calling
- * thread (sort), the others fail with their own message */
+ * stderr the first time: EAGAIN (thrd_nomem), which many programs handle by doing the work in
+ * the calling thread (sort), the others fail with their own message. Threads glibc starts
+ * inside itself (timer_create's SIGEV_THREAD, POSIX AIO) do not pass here. */
+static void hz_thread_refused(const char *call)
+{
+  static int said;
+  if (said) return;
+  said = 1;
+  static const char rest[] = " refused (EAGAIN): this allocator is single-threaded (spec "
+                             "threads: false); preload a threaded spec into a threaded program\n";
+  ssize_t w = write(2, "hz[" HZ_ALLOCATOR_NAME "]: ", sizeof "hz[" HZ_ALLOCATOR_NAME "]: " - 1);
+  w = write(2, call, strlen(call));
+  w = write(2, rest, sizeof rest - 1);
+  (void)w;
+}
+
 HZ_API int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
 {
   (void)t, (void)attr, (void)fn, (void)arg;
-  static int said;
-  if (!said) {
-    said = 1;
-    static const char msg[] = "hz[" HZ_ALLOCATOR_NAME "]: pthread_create refused (EAGAIN): this "
-                              "allocator is single-threaded (spec threads: false); preload a "
-                              "threaded spec into a threaded program\n";
-    ssize_t w = write(2, msg, sizeof msg - 1);
-    (void)w;
-  }
+  hz_thread_refused("pthread_create");
   return EAGAIN;
+}
+
+/* C11's, declared here (no <threads.h>: `hzgen inspect` preprocesses with pycparser's headers):
+ * thrd_t is an unsigned long, and thrd_nomem is 3 in glibc's enum */
+HZ_API int thrd_create(unsigned long *t, int (*fn)(void *), void *arg)
+{
+  (void)t, (void)fn, (void)arg;
+  hz_thread_refused("thrd_create");
+  return 3;
 }
 #endif

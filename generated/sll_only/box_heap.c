@@ -81,9 +81,6 @@ static void hz_heap_abandon(hz_heap *h, int last)
   hz_lock_release(&hz_heap_lock);
 }
 
-/* LIVE heaps: threads that have one and have not exited (and dead ones not reclaimed yet) */
-static atomic_int hz_heaps_live;
-
 static void hz_thread_exit(void *arg)
 {
   hz_heap *h = (hz_heap *)arg;
@@ -93,7 +90,6 @@ static void hz_thread_exit(void *arg)
   hz_tls_heap = &hz_empty_heap;
   hz_owner_give(h);
   hz_heap_abandon(h, 0);
-  atomic_fetch_sub(&hz_heaps_live, 1);
 }
 
 /* the thread-exit key, made on the first heap acquisition (pthread_key_create does not

@@ -13,6 +13,7 @@ static _Atomic(uint64_t) hz_seg_mapped_count, hz_seg_released_count, hz_purged_b
 static size_t hz_units_in_use;           /* slab units handed to heaps, under hz_seg_lock */
 static atomic_uint hz_dirty_total;       /* dirty units waiting for the purge, all segments */
 static _Atomic(uint64_t) hz_next_purge_ms;
+static atomic_int hz_heaps_live;         /* LIVE heaps (box_heap; the purger's last-thread look) */
 /* the purger's life: none -> wanted (a large heap, or memory to return) -> starting (by the
  * next allocation miss) -> running, or failed (could not start; HZ_PURGE_THREAD=0); running ->
  * stopping -> wanted when the program needs to be single-threaded (hz_purger_stop) */
@@ -26,6 +27,14 @@ static atomic_int hz_purger_tid;         /* the last purger's thread id (hz_purg
  * woken (nothing is due) */
 enum { HZ_PURGER_AWAKE, HZ_PURGER_NAPPING, HZ_PURGER_SLEEPING };
 static atomic_int hz_purger_idle;
+/* The kernel ends a process when its last thread exits; the purger must not be that thread (a
+ * main that ends by pthread_exit before or after its threads). A thread exit that may leave it
+ * alone (main's, or the last one with a heap) asks it to look; once main has gone it looks
+ * again at every nap, at most HZ_PURGER_LOOK_MS apart (a last thread without a heap asks
+ * nothing). It reads /proc/self/stat: the process's threads, and main's state (Z: gone) */
+static atomic_int hz_purger_look;        /* a thread exit asks the purger whether it is alone */
+static atomic_int hz_main_gone;          /* main has exited (its thread a zombie) */
+#define HZ_PURGER_LOOK_MS 100u
 static size_t hz_units_peak;             /* high-water of the units in use (lock held) */
 #define HZ_PURGER_RUNNING() (atomic_load_explicit(&hz_purger_state, memory_order_relaxed) == HZ_PURGER_RUN)
 /* ask for the purger (none -> wanted; any later state stays) */
@@ -288,6 +297,28 @@ static void hz_purger_fork_child(void)
   hz_purge_pending = 0;
 }
 
+/* 1: no other thread of the process runs; 0: one does; -1: no /proc to tell */
+static int hz_purger_alone(void)
+{
+  char buf[1024];
+  int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC), saved = errno;
+  ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+  if (fd >= 0) close(fd);
+  errno = saved;
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  char *p = strrchr(buf, ')');   /* after the command name, which may hold anything */
+  if (!p || p[1] != ' ') return -1;
+  const char state = p[2];
+  p += 2;
+  for (int field = 3; field < 20 && p; field++) p = strchr(p + 1, ' ');   /* 20: num_threads */
+  if (!p) return -1;
+  long threads = 0;
+  while (*++p >= '0' && *p <= '9') threads = threads * 10 + (*p - '0');
+  if (state == 'Z' || state == 'X') atomic_store(&hz_main_gone, 1);
+  return threads <= 1 || (threads == 2 && atomic_load(&hz_main_gone));
+}
+
 static void *hz_purger_main(void *arg)
 {
   (void)arg;
@@ -301,6 +332,13 @@ static void *hz_purger_main(void *arg)
       atomic_store(&hz_purger_state, HZ_PURGER_WANTED);
       return NULL;
     }
+    if (atomic_exchange(&hz_purger_look, 0) || atomic_load(&hz_main_gone)) {
+      int alone = hz_purger_alone();
+      if (alone > 0 || (alone < 0 && !atomic_load(&hz_heaps_live))) {
+        atomic_store(&hz_purger_state, HZ_PURGER_STOPPING);   /* leave (the process ends) */
+        continue;
+      }
+    }
     hz_unmap_doomed();
     uint64_t next = hz_purger_pass(hz_now_ms());
     /* last, so its due time is the freshest; the mappings it hands over keep us awake for
@@ -309,6 +347,10 @@ static void *hz_purger_main(void *arg)
     if (next_large < next) next = next_large;
     uint64_t next_mail = hz_collect_idle(hz_now_ms(), 0);   /* its empty slabs: the next pass */
     if (next_mail < next) next = next_mail;
+    if (atomic_load(&hz_main_gone)) {   /* look again soon: is the last thread gone? */
+      uint64_t soon = hz_now_ms() + HZ_PURGER_LOOK_MS;
+      if (next > soon) next = soon;
+    }
     /* sleep until the next runs are due (forever if nothing is dirty or cached); a release
      * that makes something dirty, caches or hands over a mapping wakes us early */
     const int idle = next == UINT64_MAX ? HZ_PURGER_SLEEPING : HZ_PURGER_NAPPING;
@@ -385,17 +427,6 @@ static int hz_purger_stop(void)
 }
 #endif
 
-/* the last thread with a heap is leaving: the purger leaves too, without waiting for it (the
- * kernel ends a process when its last thread exits: a main that returns by pthread_exit after
- * its threads, or they after it, left it running for good; an allocation miss of a thread
- * that has not exited starts it again) */
-static void hz_purger_dismiss(void)
-{
-  int st = HZ_PURGER_RUN;
-  if (!atomic_compare_exchange_strong(&hz_purger_state, &st, HZ_PURGER_STOPPING)) return;
-  if (atomic_exchange(&hz_purger_idle, HZ_PURGER_AWAKE) != HZ_PURGER_AWAKE)
-    hz_futex(&hz_purger_idle, FUTEX_WAKE_PRIVATE, 1, NULL);
-}
 
 /* wake the purger: from any wait when `urgent` (a mapping waits to be unmapped); otherwise
  * (memory became due delay_ms from now) only from a sleep: a nap ends before that, and waking
@@ -411,6 +442,14 @@ static void hz_purger_wake(int urgent)
 {
   atomic_thread_fence(memory_order_seq_cst);   /* what is due before the idle flag */
   hz_purger_kick(urgent);
+}
+
+static void hz_purger_ask(int main_exits)
+{
+  if (main_exits) atomic_store(&hz_main_gone, 1);
+  if (!HZ_PURGER_RUNNING()) return;
+  atomic_store(&hz_purger_look, 1);
+  hz_purger_wake(1);
 }
 
 /* push map (len bytes, `resident` of them touched, counted in hz_doomed_bytes by the caller)

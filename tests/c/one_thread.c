@@ -1,12 +1,14 @@
 /* one_thread.c - pthread_create under a spec with threads: false is refused (EAGAIN, a message on
  * stderr once) instead of two threads sharing its unlocked heap; under any other spec it works.
- * Prints "one_thread: rc=A,B" (the two pthread_create results), then allocates on. */
+ * Prints "one_thread: rc=A,B thrd=C" (two pthread_create results, then thrd_create's), then
+ * allocates on. */
 #include "hzalloc.h"
 #include "hzcheck.h"
 
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <threads.h>
 
 static void *worker(void *arg)
 {
@@ -14,6 +16,11 @@ static void *worker(void *arg)
     if (!p) hz_fail("out of memory");
     XFREE(p);
     return arg;
+}
+
+static int c11_worker(void *arg)
+{
+    return worker(arg) != NULL;
 }
 
 int main(void)
@@ -25,7 +32,10 @@ int main(void)
         rc[i] = pthread_create(&t, NULL, worker, NULL);
         if (!rc[i] && pthread_join(t, NULL)) hz_fail("pthread_join failed");
     }
-    printf("one_thread: rc=%d,%d\n", rc[0], rc[1]);
+    thrd_t c11;
+    int c11_rc = thrd_create(&c11, c11_worker, NULL);   /* C11's (thrd_nomem: 3) */
+    if (c11_rc == thrd_success && thrd_join(c11, NULL) != thrd_success) hz_fail("thrd_join failed");
+    printf("one_thread: rc=%d,%d thrd=%d\n", rc[0], rc[1], c11_rc);
     for (int i = 0; i < 1000; i++) {
         char *p = XMALLOC(64 + (size_t)i);
         if (!p) hz_fail("out of memory");

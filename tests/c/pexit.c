@@ -2,6 +2,9 @@
  *
  *   pexit first : main calls pthread_exit while a worker still runs (the worker is the last)
  *   pexit last  : the worker has exited when main calls pthread_exit (main is the last)
+ *   pexit freer : the worker, which never allocates (no heap of its own), frees the 96 MiB
+ *                 after main's pthread_exit and reports, 1.5 s later, "pexit freer:
+ *                 rss_before_kb=A rss_after_kb=B" (the purger still returns them)
  *
  * Before that, 96 MiB of 4..16 KiB blocks are allocated and freed, and a worker allocates: with
  * backing.purge_thread that starts the purger, whose thread must not keep the process alive
@@ -24,6 +27,8 @@ static void *blocks[BLOCKS];
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static int worker_ready;
+static int freer_mode;
+
 
 static void nap_ms(long ms)
 {
@@ -56,17 +61,47 @@ static int threads_now(void)
     return n;
 }
 
+/* resident KiB seen from this thread (/proc/self is the zombie main's once it exited: no VmRSS) */
+static long thread_rss_kb(void)
+{
+    char buf[256];
+    int fd = open("/proc/thread-self/statm", O_RDONLY);
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+    if (fd >= 0) close(fd);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    long size, resident;
+    return sscanf(buf, "%ld %ld", &size, &resident) == 2 ? resident * (sysconf(_SC_PAGESIZE) / 1024) : -1;
+}
+
+/* the last thread: frees what main allocated (a thread without a heap: no malloc, no stdio) */
+static void *freer(void *arg)
+{
+    (void)arg;
+    nap_ms(200);                      /* main has exited */
+    long before = thread_rss_kb();
+    for (int i = 0; i < BLOCKS; i++) XFREE(blocks[i]);
+    nap_ms(1500);
+    char line[128];
+    int n = snprintf(line, sizeof line, "pexit freer: rss_before_kb=%ld rss_after_kb=%ld\n",
+                     before, thread_rss_kb());
+    if (write(1, line, (size_t)n) != n) _exit(1);
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     hz_prog = "pexit";
     int main_first = argc > 1 && !strcmp(argv[1], "first");
+    freer_mode = argc > 1 && !strcmp(argv[1], "freer");
     unsigned seed = 12345;
     for (int i = 0; i < BLOCKS; i++) {
         blocks[i] = XMALLOC(4096 + (size_t)rand_r(&seed) % 12289);
         if (!blocks[i]) hz_fail("out of memory");
         memset(blocks[i], 0x5a, 4096);
     }
-    for (int i = 0; i < BLOCKS; i++) XFREE(blocks[i]);
+    if (!freer_mode)
+        for (int i = 0; i < BLOCKS; i++) XFREE(blocks[i]);
     pthread_t t;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
@@ -79,6 +114,7 @@ int main(int argc, char **argv)
     nap_ms(50);                       /* the purger has started (or not: no purge_thread) */
     printf("pexit: threads=%d\n", threads_now());
     fflush(stdout);
-    if (!main_first) nap_ms(200);     /* the worker is gone */
+    if (!main_first && !freer_mode) nap_ms(200);     /* the worker is gone */
+    if (freer_mode && pthread_create(&t, &attr, freer, NULL)) hz_fail("pthread_create failed");
     pthread_exit(NULL);
 }
