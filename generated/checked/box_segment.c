@@ -34,6 +34,8 @@ static atomic_int hz_purger_idle;
  * nothing). It reads /proc/self/stat: the process's threads, and main's state (Z: gone) */
 static atomic_int hz_purger_look;        /* a thread exit asks the purger whether it is alone */
 static atomic_int hz_main_gone;          /* main has exited (its thread a zombie) */
+static pthread_t hz_main_thread;         /* main's, when the constructor ran on it (or a fork */
+static int hz_main_known;                /* child's thread): its exit asks at once */
 #define HZ_PURGER_LOOK_MS 100u
 static size_t hz_units_peak;             /* high-water of the units in use (lock held) */
 #define HZ_PURGER_RUNNING() (atomic_load_explicit(&hz_purger_state, memory_order_relaxed) == HZ_PURGER_RUN)

@@ -90,7 +90,7 @@ static void hz_thread_exit(void *arg)
   hz_tls_heap = &hz_empty_heap;
   hz_owner_give(h);
   hz_heap_abandon(h, 0);
-  const int main_exits = syscall(SYS_gettid) == getpid();
+  const int main_exits = hz_main_known && pthread_equal(pthread_self(), hz_main_thread);
   if (atomic_fetch_sub(&hz_heaps_live, 1) == 1 || main_exits) hz_purger_ask(main_exits);
 }
 
@@ -324,6 +324,8 @@ static void hz_fork_child(void)
   atomic_store(&hz_purger_idle, HZ_PURGER_AWAKE);
   atomic_store(&hz_main_gone, 0);   /* the child's main is the thread that forked */
   atomic_store(&hz_purger_look, 0);
+  hz_main_thread = pthread_self();
+  hz_main_known = 1;
   hz_purger_fork_child();
   /* heaps of threads that do not exist here may be mid-update: never touch them again */
   for (hz_heap *h = hz_heaps_all; h; h = h->next_all)
@@ -343,5 +345,9 @@ __attribute__((constructor)) static void hz_init(void)
   if (off && off[0] == '0') {
     hz_purger_off = 1;
     atomic_store(&hz_purger_state, HZ_PURGER_FAILED);
+  }
+  if (syscall(SYS_gettid) == getpid()) {   /* loaded by the main thread (not a late dlopen) */
+    hz_main_thread = pthread_self();
+    hz_main_known = 1;
   }
 }
