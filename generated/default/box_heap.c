@@ -60,13 +60,20 @@ static void hz_owner_give(hz_heap *h)
  * that allocates) has no hook left to give it back, so it only borrows one per allocation */
 static __thread int hz_tls_exited __attribute__((tls_model("initial-exec")));
 
+/* h's state; the purger's last-thread look counts the LIVE heaps */
+static void hz_heap_state(hz_heap *h, int state)
+{
+  int was = __atomic_exchange_n(&h->state, state, __ATOMIC_ACQ_REL);
+  atomic_fetch_add(&hz_heaps_live, (state == HZ_HEAP_LIVE) - (was == HZ_HEAP_LIVE));
+}
+
 /* h (flushed, no thread's) waits on the abandoned list: first in line, or last (a heap just
  * reclaimed goes back at the end in O(1), so the next reclaim takes another: a walk to the end
  * held the lock for 0.6 ms per call with 8000 abandoned heaps, and made malloc_trim quadratic) */
 static void hz_heap_abandon(hz_heap *h, int last)
 {
   hz_lock_acquire(&hz_heap_lock);
-  __atomic_store_n(&h->state, HZ_HEAP_ABANDONED, __ATOMIC_RELAXED);
+  hz_heap_state(h, HZ_HEAP_ABANDONED);
   if (!hz_heaps_free) {
     h->next_free = NULL;
     hz_heaps_free = hz_heaps_free_last = h;
@@ -90,8 +97,8 @@ static void hz_thread_exit(void *arg)
   hz_tls_heap = &hz_empty_heap;
   hz_owner_give(h);
   hz_heap_abandon(h, 0);
-  const int main_exits = hz_main_known && pthread_equal(pthread_self(), hz_main_thread);
-  if (atomic_fetch_sub(&hz_heaps_live, 1) == 1 || main_exits) hz_purger_ask(main_exits);
+  const int main_exits = hz_main_thread && pthread_equal(pthread_self(), hz_main_thread);
+  if (!atomic_load(&hz_heaps_live) || main_exits) hz_purger_ask(main_exits);
 }
 
 /* the thread-exit key, made on the first heap acquisition (pthread_key_create does not
@@ -180,15 +187,13 @@ static int hz_reclaim_dead(hz_heap *self, unsigned tries)
       pthread_mutex_consistent(&h->owner);
       if (!hz_slabs_settle(h)) {   /* it died inside its slab lists: mid-update, never touched */
         pthread_mutex_unlock(&h->owner);
-        __atomic_store_n(&h->state, HZ_HEAP_ORPHANED, __ATOMIC_RELEASE);
+        hz_heap_state(h, HZ_HEAP_ORPHANED);
         __atomic_store_n(&h->reclaiming, 0, __ATOMIC_RELEASE);
-        atomic_fetch_sub(&hz_heaps_live, 1);
         continue;
       }
       hz_heap_flush(h);
       pthread_mutex_unlock(&h->owner);
       hz_heap_abandon(h, 0);
-      atomic_fetch_sub(&hz_heaps_live, 1);
       given++;
     } else if (e == 0) {
       pthread_mutex_unlock(&h->owner);
@@ -218,8 +223,7 @@ HZ_COLD hz_heap *hz_heap_acquire(int *lent)
     hz_lock_release(&hz_heap_lock);
   }
   hz_owner_take(h);
-  __atomic_store_n(&h->state, HZ_HEAP_LIVE, __ATOMIC_RELEASE);   /* after the token: see hz_reclaim_dead */
-  atomic_fetch_add(&hz_heaps_live, 1);
+  hz_heap_state(h, HZ_HEAP_LIVE);   /* after the token: see hz_reclaim_dead */
   hz_tls_heap = h;
   *lent = hz_tls_exited;
   if (!*lent) hz_heap_on_exit(h);
@@ -325,7 +329,6 @@ static void hz_fork_child(void)
   atomic_store(&hz_main_gone, 0);   /* the child's main is the thread that forked */
   atomic_store(&hz_purger_look, 0);
   hz_main_thread = pthread_self();
-  hz_main_known = 1;
   hz_purger_fork_child();
   /* heaps of threads that do not exist here may be mid-update: never touch them again */
   for (hz_heap *h = hz_heaps_all; h; h = h->next_all)
@@ -346,8 +349,6 @@ __attribute__((constructor)) static void hz_init(void)
     hz_purger_off = 1;
     atomic_store(&hz_purger_state, HZ_PURGER_FAILED);
   }
-  if (syscall(SYS_gettid) == getpid()) {   /* loaded by the main thread (not a late dlopen) */
+  if (syscall(SYS_gettid) == getpid())   /* loaded by the main thread (not a late dlopen) */
     hz_main_thread = pthread_self();
-    hz_main_known = 1;
-  }
 }

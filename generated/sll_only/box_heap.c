@@ -60,13 +60,19 @@ static void hz_owner_give(hz_heap *h)
  * that allocates) has no hook left to give it back, so it only borrows one per allocation */
 static __thread int hz_tls_exited __attribute__((tls_model("initial-exec")));
 
+/* h's state; the purger's last-thread look counts the LIVE heaps */
+static void hz_heap_state(hz_heap *h, int state)
+{
+  __atomic_store_n(&h->state, state, __ATOMIC_RELEASE);
+}
+
 /* h (flushed, no thread's) waits on the abandoned list: first in line, or last (a heap just
  * reclaimed goes back at the end in O(1), so the next reclaim takes another: a walk to the end
  * held the lock for 0.6 ms per call with 8000 abandoned heaps, and made malloc_trim quadratic) */
 static void hz_heap_abandon(hz_heap *h, int last)
 {
   hz_lock_acquire(&hz_heap_lock);
-  __atomic_store_n(&h->state, HZ_HEAP_ABANDONED, __ATOMIC_RELAXED);
+  hz_heap_state(h, HZ_HEAP_ABANDONED);
   if (!hz_heaps_free) {
     h->next_free = NULL;
     hz_heaps_free = hz_heaps_free_last = h;
@@ -168,7 +174,6 @@ static int hz_reclaim_dead(hz_heap *self, unsigned tries)
       hz_heap_flush(h);
       pthread_mutex_unlock(&h->owner);
       hz_heap_abandon(h, 0);
-      atomic_fetch_sub(&hz_heaps_live, 1);
       given++;
     } else if (e == 0) {
       pthread_mutex_unlock(&h->owner);
@@ -198,8 +203,7 @@ HZ_COLD hz_heap *hz_heap_acquire(int *lent)
     hz_lock_release(&hz_heap_lock);
   }
   hz_owner_take(h);
-  __atomic_store_n(&h->state, HZ_HEAP_LIVE, __ATOMIC_RELEASE);   /* after the token: see hz_reclaim_dead */
-  atomic_fetch_add(&hz_heaps_live, 1);
+  hz_heap_state(h, HZ_HEAP_LIVE);   /* after the token: see hz_reclaim_dead */
   hz_tls_heap = h;
   *lent = hz_tls_exited;
   if (!*lent) hz_heap_on_exit(h);
@@ -258,7 +262,6 @@ static void hz_fork_child(void)
       h->state = HZ_HEAP_ORPHANED;
   /* this thread's heap: its token is held under the parent's thread id, on no robust list here */
   if (hz_tls_heap != &hz_empty_heap) hz_owner_take(hz_tls_heap);
-  atomic_store(&hz_heaps_live, hz_tls_heap != &hz_empty_heap);   /* the others are orphans */
 }
 
 __attribute__((constructor)) static void hz_init(void)

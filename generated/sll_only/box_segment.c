@@ -12,7 +12,6 @@ static hz_segment *hz_segments_last;     /* units first, then the full ones */
 static unsigned hz_segments_empty;       /* fully free segments kept mapped */
 static _Atomic(uint64_t) hz_seg_mapped_count, hz_seg_released_count, hz_purged_bytes;
 static size_t hz_units_in_use;           /* slab units handed to heaps, under hz_seg_lock */
-static atomic_int hz_heaps_live;         /* LIVE heaps (box_heap; the purger's last-thread look) */
 #define HZ_PURGER_RUNNING() 0
 
 /* The segment list keeps every segment with free units in front of the full ones, so that the

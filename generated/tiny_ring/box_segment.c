@@ -13,7 +13,6 @@ static _Atomic(uint64_t) hz_seg_mapped_count, hz_seg_released_count, hz_purged_b
 static size_t hz_units_in_use;           /* slab units handed to heaps, under hz_seg_lock */
 static atomic_uint hz_dirty_total;       /* dirty units waiting for the purge, all segments */
 static _Atomic(uint64_t) hz_next_purge_ms;
-static atomic_int hz_heaps_live;         /* LIVE heaps (box_heap; the purger's last-thread look) */
 /* the purger's life: none -> wanted (a large heap, or memory to return) -> starting (by the
  * next allocation miss) -> running, or failed (could not start; HZ_PURGE_THREAD=0); running ->
  * stopping -> wanted when the program needs to be single-threaded (hz_purger_stop) */
@@ -34,8 +33,9 @@ static atomic_int hz_purger_idle;
  * nothing). It reads /proc/self/stat: the process's threads, and main's state (Z: gone) */
 static atomic_int hz_purger_look;        /* a thread exit asks the purger whether it is alone */
 static atomic_int hz_main_gone;          /* main has exited (its thread a zombie) */
-static pthread_t hz_main_thread;         /* main's, when the constructor ran on it (or a fork */
-static int hz_main_known;                /* child's thread): its exit asks at once */
+static pthread_t hz_main_thread;         /* main's when the constructor ran on it (or a fork
+                                          * child's thread; 0: unknown): its exit asks at once */
+static atomic_int hz_heaps_live;         /* LIVE heaps (hz_heap_state); without /proc: 0 = alone */
 #define HZ_PURGER_LOOK_MS 100u
 static size_t hz_units_peak;             /* high-water of the units in use (lock held) */
 #define HZ_PURGER_RUNNING() (atomic_load_explicit(&hz_purger_state, memory_order_relaxed) == HZ_PURGER_RUN)
@@ -377,25 +377,19 @@ HZ_COLD void hz_purger_start(void)
   sigset_t all, old;
   pthread_t t;
   int saved = errno;                   /* a refused stack mapping must not show through a malloc */
-  int ok = pthread_attr_init(&attr) == 0;
-  if (ok) {
+  int rc = EINVAL;
+  sigfillset(&all);                    /* the purger takes no signal meant for the program */
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  /* a 64 KiB stack; glibc puts the program's static TLS on it and refuses (EINVAL) one it does
+   * not fit in (past ~56 KiB of __thread data): the default size then */
+  for (int small = 1; rc == EINVAL && small >= 0 && pthread_attr_init(&attr) == 0; small--) {
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 64 * 1024);
-    sigfillset(&all);                  /* the purger takes no signal meant for the program */
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&t, &attr, hz_purger_main, NULL);
+    if (small) pthread_attr_setstacksize(&attr, 64 * 1024);
+    rc = pthread_create(&t, &attr, hz_purger_main, NULL);
     pthread_attr_destroy(&attr);
-    /* glibc puts the program's static TLS on the thread's stack and refuses (EINVAL) a stack
-     * it does not fit in: past ~56 KiB of __thread data, the default stack size then */
-    if (rc == EINVAL && pthread_attr_init(&attr) == 0) {
-      pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-      rc = pthread_create(&t, &attr, hz_purger_main, NULL);
-      pthread_attr_destroy(&attr);
-    }
-    ok = rc == 0;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
   }
-  atomic_store(&hz_purger_state, ok ? HZ_PURGER_RUN : HZ_PURGER_FAILED);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  atomic_store(&hz_purger_state, rc == 0 ? HZ_PURGER_RUN : HZ_PURGER_FAILED);
   errno = saved;
 }
 
@@ -428,7 +422,6 @@ static int hz_purger_stop(void)
   return 1;
 }
 #endif
-
 
 /* wake the purger: from any wait when `urgent` (a mapping waits to be unmapped); otherwise
  * (memory became due delay_ms from now) only from a sleep: a nap ends before that, and waking

@@ -256,11 +256,12 @@ static inline void hz_check_align(const void *p, size_t align, size_t size, cons
         hz_fail("%s: block %p (size %zu) is not %zu-byte aligned", what, p, size, align);
 }
 
-/* VmRSS of this process in KiB, or -1 (open/read: no allocation, no stdio) */
+/* VmRSS of this process in KiB, or -1 (open/read: no allocation, no stdio; thread-self: once
+ * main has exited by pthread_exit, /proc/self is its zombie's, with no VmRSS) */
 static inline long hz_rss_kb(void)
 {
     char buf[4096];
-    int fd = open("/proc/self/status", O_RDONLY);
+    int fd = open("/proc/thread-self/status", O_RDONLY);
     if (fd < 0)
         return -1;
     ssize_t n = read(fd, buf, sizeof buf - 1);

@@ -61,30 +61,17 @@ static int threads_now(void)
     return n;
 }
 
-/* resident KiB seen from this thread (/proc/self is the zombie main's once it exited: no VmRSS) */
-static long thread_rss_kb(void)
-{
-    char buf[256];
-    int fd = open("/proc/thread-self/statm", O_RDONLY);
-    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
-    if (fd >= 0) close(fd);
-    if (n <= 0) return -1;
-    buf[n] = 0;
-    long size, resident;
-    return sscanf(buf, "%ld %ld", &size, &resident) == 2 ? resident * (sysconf(_SC_PAGESIZE) / 1024) : -1;
-}
-
 /* the last thread: frees what main allocated (a thread without a heap: no malloc, no stdio) */
 static void *freer(void *arg)
 {
     (void)arg;
     nap_ms(200);                      /* main has exited */
-    long before = thread_rss_kb();
+    long before = hz_rss_kb();
     for (int i = 0; i < BLOCKS; i++) XFREE(blocks[i]);
     nap_ms(1500);
     char line[128];
     int n = snprintf(line, sizeof line, "pexit freer: rss_before_kb=%ld rss_after_kb=%ld\n",
-                     before, thread_rss_kb());
+                     before, hz_rss_kb());
     if (write(1, line, (size_t)n) != n) _exit(1);
     return NULL;
 }
